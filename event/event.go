@@ -1,0 +1,222 @@
+package event
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Hook is a netfilter hook.
+type Hook uint8
+
+const (
+	HookUnknown Hook = iota
+	HookPrerouting
+	HookInput
+	HookForward
+	HookOutput
+	HookPostrouting
+)
+
+var hookNames = [...]string{"", "prerouting", "input", "forward", "output", "postrouting"}
+
+func (h Hook) String() string {
+	if int(h) < len(hookNames) {
+		return hookNames[h]
+	}
+	return ""
+}
+
+// ParseHook returns the hook of an nft hook name or an iptables built-in
+// chain name (case-insensitive).
+func ParseHook(s string) Hook {
+	switch s {
+	case "prerouting", "PREROUTING":
+		return HookPrerouting
+	case "input", "INPUT":
+		return HookInput
+	case "forward", "FORWARD":
+		return HookForward
+	case "output", "OUTPUT":
+		return HookOutput
+	case "postrouting", "POSTROUTING":
+		return HookPostrouting
+	}
+	return HookUnknown
+}
+
+// Order is the position of the hook in a packet's path through one
+// namespace, used to sort steps from several sources.
+func (h Hook) Order() int {
+	switch h {
+	case HookPrerouting, HookOutput:
+		return 1
+	case HookInput, HookForward:
+		return 2
+	case HookPostrouting:
+		return 3
+	}
+	return 0
+}
+
+// Tuple identifies a packet's flow as it was first seen.
+type Tuple struct {
+	Proto    string     `json:"proto"`
+	Src      netip.Addr `json:"src"`
+	Dst      netip.Addr `json:"dst"`
+	Sport    uint16     `json:"sport,omitempty"`
+	Dport    uint16     `json:"dport,omitempty"`
+	ICMPType *uint8     `json:"icmp_type,omitempty"`
+	ICMPCode *uint8     `json:"icmp_code,omitempty"`
+}
+
+// Header is what a source decoded of a packet's network and transport
+// headers at one point of its path.
+type Header struct {
+	Family   uint8 // 4 or 6
+	Tuple    Tuple
+	ProtoNum uint8
+	IPID     uint32 // IPv4 id, IPv6 flow label
+	Length   uint16 // IP total length (IPv6: payload length + 40)
+	TTL      uint8
+	Fragment bool   // non-first fragment
+	TCPFlags uint8  // TCP flags byte (FIN 0x01 ... CWR 0x80)
+	Seq, Ack uint32 // TCP sequence numbers
+	HasPorts bool
+}
+
+// Fingerprint identifies one packet across sources in one namespace: fields
+// that NAT and forwarding do not change.
+func (h *Header) Fingerprint() uint64 {
+	return uint64(h.Family)<<56 | uint64(h.ProtoNum)<<48 | uint64(h.Length)<<32 | uint64(h.IPID)
+}
+
+// Step kinds.
+const (
+	KindRule   = "rule"   // a rule matched
+	KindPolicy = "policy" // a base chain's policy applied
+	KindReturn = "return" // a chain ended and returned to its caller
+)
+
+// Verdicts of a step.
+const (
+	VerdictContinue = "continue"
+	VerdictAccept   = "accept"
+	VerdictDrop     = "drop"
+	VerdictReject   = "reject"
+	VerdictJump     = "jump"
+	VerdictGoto     = "goto"
+	VerdictReturn   = "return"
+	VerdictQueue    = "queue"
+	VerdictStolen   = "stolen"
+	VerdictRepeat   = "repeat"
+	VerdictStop     = "stop"
+)
+
+// Step is one entry of a packet's timeline.
+type Step struct {
+	TNs      int64  `json:"t_ns"`
+	Kind     string `json:"kind"`
+	Family   string `json:"family,omitempty"` // ip, ip6, inet, arp, bridge, netdev
+	Table    string `json:"table,omitempty"`
+	Chain    string `json:"chain,omitempty"`
+	Hook     string `json:"hook,omitempty"`
+	Position int    `json:"position,omitempty"` // 1-based position of the rule in its chain
+	Handle   uint64 `json:"handle,omitempty"`   // nft rule handle
+	Rule     string `json:"rule,omitempty"`     // iptables-save syntax or nft syntax
+	Syntax   string `json:"syntax,omitempty"`   // "iptables" or "nft"
+	Verdict  string `json:"verdict,omitempty"`
+	Target   string `json:"target,omitempty"`  // chain jumped or gone to
+	Backend  string `json:"backend,omitempty"` // nft, iptables-nft, iptables-legacy
+	IIF      string `json:"iif,omitempty"`
+	OIF      string `json:"oif,omitempty"`
+}
+
+// Drop says what dropped a packet.
+type Drop struct {
+	By       string `json:"by"` // rule, policy
+	Family   string `json:"family,omitempty"`
+	Table    string `json:"table,omitempty"`
+	Chain    string `json:"chain,omitempty"`
+	Position int    `json:"position,omitempty"`
+	Rule     string `json:"rule,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// Fates of a packet.
+const (
+	FateDelivered = "delivered"
+	FateForwarded = "forwarded"
+	FateSent      = "sent"
+	FateDropped   = "dropped"
+	FateUnknown   = "unknown"
+)
+
+// Packet is the timeline of one packet through one network namespace.
+type Packet struct {
+	Type      string    `json:"type"` // "packet"
+	ID        uint64    `json:"id"`
+	Flow      uint64    `json:"flow"`
+	Netns     string    `json:"netns"`
+	FirstSeen time.Time `json:"first_seen"`
+	Tuple     Tuple     `json:"tuple"`
+	TCPFlags  string    `json:"tcp_flags,omitempty"`
+	Length    uint16    `json:"length,omitempty"`
+	IIF       string    `json:"iif,omitempty"`
+	OIF       string    `json:"oif,omitempty"`
+	CTID      uint32    `json:"ct_id,omitempty"`
+	CTState   string    `json:"ct_state,omitempty"`
+	Steps     []Step    `json:"steps"`
+	Verdict   string    `json:"verdict"`
+	Drop      *Drop     `json:"drop,omitempty"`
+	Note      string    `json:"note,omitempty"`
+}
+
+// Session opens a JSON Lines stream.
+type Session struct {
+	Type     string    `json:"type"` // "session"
+	Version  int       `json:"version"`
+	ID       string    `json:"id"`
+	Started  time.Time `json:"started"`
+	Filter   string    `json:"filter"`
+	Netns    []string  `json:"netns"`
+	Backends []string  `json:"backends"`
+	Rate     int       `json:"rate"`
+	Warnings []string  `json:"warnings,omitempty"`
+}
+
+// Stats closes a JSON Lines stream.
+type Stats struct {
+	Type        string `json:"type"` // "stats"
+	Packets     uint64 `json:"packets"`
+	Events      uint64 `json:"events"`
+	Lost        uint64 `json:"lost"`
+	RateLimited uint64 `json:"rate_limited"`
+	Filtered    uint64 `json:"filtered"` // selected by a broader kernel rule, left out by the exact filter
+	DurationNs  int64  `json:"duration_ns"`
+}
+
+// CT is conntrack information carried by a trace event.
+type CT struct {
+	ID        uint32
+	Direction uint8 // 0 original, 1 reply
+	Status    uint32
+	State     uint32
+	Valid     bool
+}
+
+// Observation is what a source reports: one trace event.
+type Observation struct {
+	Source   string // "nftrace", "legacy"
+	Netns    string // display name of the namespace
+	Time     time.Time
+	TraceID  uint32 // per-source packet key (nftrace id; 0 for legacy)
+	Marker   bool   // first event of a packet this session selected
+	Boundary bool   // an event of another nattrace session's selector: a new packet
+	Internal bool   // an event of this session's own table: not a step
+	Hook     Hook
+	Priority int32 // base chain priority, for ordering across sources
+	Header   *Header
+	IIF, OIF string
+	CT       CT
+	Step     Step
+}
