@@ -3,6 +3,7 @@ module github.com/nattrace/nattrace
 go 1.26.8
 
 require (
+	github.com/cilium/ebpf v0.20.0
 	github.com/florianl/go-nflog/v2 v2.3.0
 	github.com/google/nftables v0.3.0
 	github.com/mdlayher/netlink v1.9.1-0.20260312172110-2a932c0fc1ae

@@ -206,17 +206,18 @@ type CT struct {
 
 // Observation is what a source reports: one trace event.
 type Observation struct {
-	Source   string // "nftrace", "legacy"
-	Netns    string // display name of the namespace
-	Time     time.Time
-	TraceID  uint32 // per-source packet key (nftrace id; 0 for legacy)
-	Marker   bool   // first event of a packet this session selected
-	Boundary bool   // an event of another nattrace session's selector: a new packet
-	Internal bool   // an event of this session's own table: not a step
-	Hook     Hook
-	Priority int32 // base chain priority, for ordering across sources
-	Header   *Header
-	IIF, OIF string
-	CT       CT
-	Step     Step
+	Source    string // "nftrace", "legacy"
+	Netns     string // display name of the namespace
+	Time      time.Time
+	TraceID   uint32 // per-source packet key (nftrace id; 0 for legacy)
+	Marker    bool   // first event of a packet this session selected
+	Boundary  bool   // an event of another nattrace session's selector: a new packet
+	Internal  bool   // an event of this session's own table: not a step
+	Hook      Hook   // hook of the chain, when it is a base chain or an observer
+	BaseChain bool   // the event is in a base chain (a new walk through a hook)
+	Priority  int32  // base chain priority, for ordering across sources
+	Header    *Header
+	IIF, OIF  string
+	CT        CT
+	Step      Step
 }

@@ -1,0 +1,40 @@
+# nattrace — see README.md. Targets that run nattrace or its privileged tests
+# need root; `make deps` installs the Debian packages they use.
+SHELL    := /bin/bash
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+BIN      := bin/nattrace
+FUZZTIME ?= 10s
+export CGO_ENABLED := 0
+export PATH := $(PATH):/usr/local/go/bin
+
+.PHONY: help build demo test fuzz lint clean deps
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+build: ## build the static binary bin/nattrace (version from git)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/nattrace
+
+deps: ## check (and on Debian, as root, install) the system packages nattrace uses
+	@hack/deps.sh
+
+demo: deps build ## build, create a lab in network namespaces, trace a port forward, clean up (root)
+	./$(BIN) demo
+
+test: deps ## run all tests; privileged ones need root (NATTRACE_REQUIRE_PRIVILEGED=1 makes them fail instead of skip)
+	$(GO) test -count=1 -timeout 20m ./...
+
+fuzz: ## run every fuzz target for FUZZTIME (default 10s)
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+lint: ## go vet and gofmt check
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+clean: ## remove build output
+	rm -rf bin

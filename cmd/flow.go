@@ -1,0 +1,113 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nattrace/nattrace/event"
+	"github.com/nattrace/nattrace/report"
+	"github.com/nattrace/nattrace/trace"
+)
+
+type flowOptions struct {
+	trace.Options
+	json bool
+}
+
+func newFlowCmd(e *env) *cobra.Command {
+	o := &flowOptions{}
+	c := &cobra.Command{
+		Use:   "flow [flags] [FILTER]",
+		Short: "Trace the tables, chains and rules packets matching FILTER hit",
+		Long: `Trace packets matching FILTER (pcap-filter syntax, as for tcpdump: host, net,
+port, portrange, src/dst, tcp, udp, icmp, sctp, proto N, and/or/not, parentheses)
+through netfilter in one or more network namespaces, and print one block per
+packet: its headers, every rule it hit with the rule's text, and its fate.
+
+Trace rules are rate-limited (--rate) and removed on exit, Ctrl-C, SIGTERM,
+SIGHUP and panic; after a SIGKILL, 'nattrace cleanup' or the next run removes them.`,
+		Example: `  nattrace flow 'tcp and port 8080'
+  nattrace flow --netns router -c 5 icmp and host 10.0.1.2
+  nattrace flow --json --duration 30s 'udp port 53' > dns.jsonl`,
+		RunE: func(c *cobra.Command, args []string) error {
+			o.Filter = strings.Join(args, " ")
+			return runFlow(c.Context(), e, o)
+		},
+	}
+	f := c.Flags()
+	f.StringArrayVar(&o.Netns, "netns", nil, "network namespace to trace: NAME (ip netns), PATH or pid:N; repeatable (default: the current one)")
+	f.IntVarP(&o.Count, "count", "c", 0, "exit after this many traced packets")
+	f.DurationVar(&o.Duration, "duration", 0, "exit after this long (e.g. 30s)")
+	f.Uint32Var(&o.Rate, "rate", trace.DefaultRate, "trace at most this many packets per second per namespace (enforced in the kernel rule)")
+	f.BoolVar(&o.json, "json", false, "print JSON Lines (see README: JSON contract)")
+	f.StringVar(&o.ReadyFile, "ready-file", "", "create this file once the trace rules are in place")
+	f.StringVar(&o.Backend, "backend", trace.BackendAuto, "tracing backend: auto, nft or legacy")
+	f.StringVar(&o.StateDir, "state-dir", "", "where session state files live (default /run/nattrace)")
+	f.MarkHidden("state-dir")
+	return c
+}
+
+func runFlow(ctx context.Context, e *env, o *flowOptions) (err error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if o.Rate == 0 {
+		return &trace.UsageError{Msg: "--rate must be at least 1"}
+	}
+	sess, err := trace.Prepare(o.Options)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	defer func() {
+		if r := recover(); r != nil {
+			cerr := sess.Stop()
+			msg := fmt.Sprintf("internal error: %v", r)
+			if cerr == nil {
+				msg += " (trace rules were removed)"
+			} else {
+				msg += fmt.Sprintf(" (cleanup failed: %v; run 'nattrace cleanup')", cerr)
+			}
+			err = &internalError{msg: msg}
+		}
+	}()
+	if err := sess.Start(); err != nil {
+		return err
+	}
+	if os.Getenv("NATTRACE_FAILPOINT") == "panic-after-start" {
+		panic("failpoint panic-after-start")
+	}
+	var emit func(*event.Packet)
+	var stats func(event.Stats)
+	if o.json {
+		j := report.NewJSON(e.stdout)
+		if err := j.Session(sess.Info()); err != nil {
+			sess.Close()
+			return err
+		}
+		emit = func(p *event.Packet) { j.Packet(p) }
+		stats = func(s event.Stats) { j.Stats(s) }
+	} else {
+		color := false
+		if f, ok := e.stdout.(*os.File); ok {
+			color = report.ColorWanted(f)
+		}
+		t := report.NewText(e.stdout, color)
+		t.Session(sess.Info())
+		emit = t.Packet
+		stats = t.Stats
+	}
+	st, err := sess.Run(ctx, emit)
+	stats(st)
+	if err != nil {
+		return fmt.Errorf("cleanup: %w (run 'nattrace cleanup')", err)
+	}
+	return nil
+}

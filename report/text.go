@@ -1,0 +1,244 @@
+package report
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nattrace/nattrace/event"
+)
+
+// Text renders packets as blocks of lines.
+type Text struct {
+	mu    sync.Mutex
+	w     io.Writer
+	color bool
+}
+
+// NewText returns a text renderer; color is used only when asked for.
+func NewText(w io.Writer, color bool) *Text { return &Text{w: w, color: color} }
+
+// ColorWanted reports whether f is a terminal and NO_COLOR is not set.
+func ColorWanted(f *os.File) bool {
+	if os.Getenv("NO_COLOR") != "" || os.Getenv("TERM") == "dumb" {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+const (
+	red    = "\x1b[31m"
+	green  = "\x1b[32m"
+	yellow = "\x1b[33m"
+	dim    = "\x1b[2m"
+	bold   = "\x1b[1m"
+	reset  = "\x1b[0m"
+)
+
+func (t *Text) c(code, s string) string {
+	if !t.color {
+		return s
+	}
+	return code + s + reset
+}
+
+// Session prints the session header.
+func (t *Text) Session(s event.Session) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f := s.Filter
+	if f == "" {
+		f = "(all packets)"
+	}
+	fmt.Fprintf(t.w, "nattrace session %s: tracing %s in %s (%s), up to %d packets/s per namespace\n",
+		s.ID, f, strings.Join(s.Netns, ", "), strings.Join(s.Backends, ", "), s.Rate)
+	for _, w := range s.Warnings {
+		fmt.Fprintf(t.w, "%s %s\n", t.c(yellow, "warning:"), w)
+	}
+}
+
+// Header formats the tcpdump-like first line of a packet.
+func Header(p *event.Packet) string {
+	var b strings.Builder
+	b.WriteString(p.FirstSeen.Format("15:04:05.000000"))
+	fmt.Fprintf(&b, " [%s]", p.Netns)
+	t := p.Tuple
+	ipv := "IP"
+	if t.Src.Is6() {
+		ipv = "IP6"
+	}
+	switch {
+	case t.Sport != 0 || t.Dport != 0:
+		fmt.Fprintf(&b, " %s %s.%d > %s.%d: %s", ipv, t.Src, t.Sport, t.Dst, t.Dport, t.Proto)
+	default:
+		fmt.Fprintf(&b, " %s %s > %s: %s", ipv, t.Src, t.Dst, t.Proto)
+	}
+	if p.TCPFlags != "" {
+		fmt.Fprintf(&b, " Flags %s", p.TCPFlags)
+	}
+	if t.ICMPType != nil {
+		fmt.Fprintf(&b, " %s", icmpName(t.Src.Is6(), *t.ICMPType, *t.ICMPCode))
+	}
+	if p.Length > 0 {
+		fmt.Fprintf(&b, ", length %d", p.Length)
+	}
+	if p.IIF != "" {
+		fmt.Fprintf(&b, ", in %s", p.IIF)
+	} else {
+		b.WriteString(", locally generated")
+	}
+	if p.CTState != "" {
+		fmt.Fprintf(&b, ", ct %s", p.CTState)
+	}
+	return b.String()
+}
+
+func icmpName(v6 bool, typ, code uint8) string {
+	if v6 {
+		switch typ {
+		case 128:
+			return "echo request"
+		case 129:
+			return "echo reply"
+		case 1:
+			return fmt.Sprintf("destination unreachable (code %d)", code)
+		}
+		return fmt.Sprintf("type %d code %d", typ, code)
+	}
+	switch typ {
+	case 8:
+		return "echo request"
+	case 0:
+		return "echo reply"
+	case 3:
+		return fmt.Sprintf("destination unreachable (code %d)", code)
+	case 11:
+		return "time exceeded"
+	}
+	return fmt.Sprintf("type %d code %d", typ, code)
+}
+
+// StepLine formats one step: hook, table/chain, position, rule and verdict.
+func StepLine(s event.Step) string {
+	where := s.Table + "/" + s.Chain
+	if s.Family != "" && s.Syntax == "nft" {
+		where = s.Family + " " + where
+	}
+	var what string
+	switch s.Kind {
+	case event.KindPolicy:
+		what = fmt.Sprintf("policy %s", s.Verdict)
+	case event.KindReturn:
+		what = "end of chain, return"
+		if s.Target != "" {
+			what += " to " + s.Target
+		}
+	default:
+		what = fmt.Sprintf("rule %d: %s", s.Position, s.Rule)
+		if s.Rule == "" {
+			what = fmt.Sprintf("rule %d (handle %d)", s.Position, s.Handle)
+		}
+	}
+	v := s.Verdict
+	switch s.Verdict {
+	case event.VerdictJump, event.VerdictGoto:
+		v += " " + s.Target
+	case event.VerdictReturn:
+		if s.Kind == event.KindRule {
+			v = "return"
+			if s.Target != "" {
+				v += " to " + s.Target
+			}
+		} else {
+			v = ""
+		}
+	}
+	hook := s.Hook
+	if hook == "" {
+		hook = "-"
+	}
+	line := fmt.Sprintf("%-11s %-28s %s", hook, where, what)
+	if v != "" && s.Kind != event.KindPolicy {
+		line += "  => " + v
+	}
+	return line
+}
+
+// Fate formats the packet's last line.
+func Fate(p *event.Packet) string {
+	switch p.Verdict {
+	case event.FateDropped:
+		d := p.Drop
+		if d.By == event.KindPolicy {
+			return fmt.Sprintf("DROPPED by %s/%s policy (%s)", d.Table, d.Chain, d.Rule)
+		}
+		verb := "DROPPED"
+		if d.Reason == "rejected" {
+			verb = "REJECTED"
+		}
+		return fmt.Sprintf("%s by %s/%s rule %d: %s", verb, d.Table, d.Chain, d.Position, d.Rule)
+	case event.FateForwarded:
+		if p.OIF != "" {
+			return fmt.Sprintf("forwarded out of %s [%s]", p.OIF, p.Netns)
+		}
+		return "forwarded"
+	case event.FateDelivered:
+		return fmt.Sprintf("delivered locally [%s]", p.Netns)
+	case event.FateSent:
+		if p.OIF != "" {
+			return fmt.Sprintf("sent out of %s [%s]", p.OIF, p.Netns)
+		}
+		return "sent"
+	}
+	if p.Note != "" {
+		return "fate unknown: " + p.Note
+	}
+	return "fate unknown"
+}
+
+// Packet prints one packet block.
+func (t *Text) Packet(p *event.Packet) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fmt.Fprintf(t.w, "%s\n", t.c(bold, Header(p)))
+	for _, s := range p.Steps {
+		line := StepLine(s)
+		if s.Verdict == event.VerdictDrop || s.Verdict == event.VerdictReject {
+			line = t.c(red, line)
+		}
+		fmt.Fprintf(t.w, "  %s\n", line)
+	}
+	if len(p.Steps) == 0 {
+		fmt.Fprintf(t.w, "  %s\n", t.c(dim, "(no rule matched in any table)"))
+	}
+	fate := Fate(p)
+	code := green
+	switch p.Verdict {
+	case event.FateDropped:
+		code = red
+	case event.FateUnknown:
+		code = yellow
+	}
+	fmt.Fprintf(t.w, "  %s %s\n\n", t.c(code, "=>"), t.c(code, fate))
+}
+
+// Stats prints the closing statistics.
+func (t *Text) Stats(s event.Stats) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fmt.Fprintf(t.w, "%d packets traced in %s, %d trace events", s.Packets, time.Duration(s.DurationNs).Round(time.Millisecond), s.Events)
+	fmt.Fprintf(t.w, ", %d not traced by the rate limit", s.RateLimited)
+	if s.Lost > 0 {
+		fmt.Fprintf(t.w, ", %s", t.c(red, fmt.Sprintf("%d LOST", s.Lost)))
+	} else {
+		fmt.Fprintf(t.w, ", 0 lost")
+	}
+	if s.Filtered > 0 {
+		fmt.Fprintf(t.w, ", %d filtered in user space", s.Filtered)
+	}
+	fmt.Fprintln(t.w)
+}

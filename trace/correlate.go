@@ -1,0 +1,400 @@
+package trace
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nattrace/nattrace/event"
+	"github.com/nattrace/nattrace/filter"
+)
+
+// Correlator groups observations into packets. It is not safe for
+// concurrent use: one goroutine feeds it.
+type Correlator struct {
+	Filter filter.Node // exact post-filter, applied to the headers the packet was selected with
+	Idle   time.Duration
+	Emit   func(*event.Packet)
+
+	nextID   uint64
+	nextFlow uint64
+	flows    map[string]uint64
+	open     []*pkt
+	byTrace  map[traceKey]*pkt // nftrace: current packet of a trace id
+	orphans  []*event.Observation
+
+	Stats CorrStats
+}
+
+// CorrStats are the correlator's counters.
+type CorrStats struct {
+	Events    uint64
+	Markers   map[string]uint64 // per namespace: packets this session selected and saw
+	Emitted   uint64
+	Filtered  uint64
+	Unmatched uint64 // events that belonged to no packet of this session
+}
+
+type traceKey struct {
+	netns string
+	id    uint32
+}
+
+// sourceState follows one source's walk through the chains of one packet.
+type sourceState struct {
+	hook  event.Hook
+	prio  int32
+	base  string // current base chain
+	chain string // current chain
+	stack []string
+	seq   int
+}
+
+type pkt struct {
+	p        *event.Packet
+	netns    string
+	fp       uint64
+	last     time.Time
+	steps    []sortStep
+	hooks    map[event.Hook]bool
+	oif      string
+	src      map[string]*sourceState
+	complete bool
+	tkey     *traceKey
+	fields   *filter.Fields // the headers the packet was selected with
+}
+
+type sortStep struct {
+	order int
+	prio  int32
+	seq   int
+	step  event.Step
+}
+
+// NewCorrelator returns a correlator that calls emit for every finished
+// packet that passes the filter.
+func NewCorrelator(f filter.Node, emit func(*event.Packet)) *Correlator {
+	return &Correlator{Filter: f, Idle: 150 * time.Millisecond, Emit: emit,
+		flows: map[string]uint64{}, byTrace: map[traceKey]*pkt{},
+		Stats: CorrStats{Markers: map[string]uint64{}}}
+}
+
+// Add feeds one observation.
+func (c *Correlator) Add(o *event.Observation) {
+	c.Stats.Events++
+	switch o.Source {
+	case SourceNFTrace:
+		c.addNFT(o)
+	case SourceLegacy:
+		c.addLegacy(o)
+	}
+}
+
+func (c *Correlator) addNFT(o *event.Observation) {
+	k := traceKey{o.Netns, o.TraceID}
+	if o.Marker {
+		if old := c.byTrace[k]; old != nil {
+			old.complete = true
+		}
+		p := c.newPacket(o)
+		p.tkey = &k
+		c.byTrace[k] = p
+		c.adoptOrphans(p)
+		return
+	}
+	if o.Boundary {
+		if old := c.byTrace[k]; old != nil {
+			old.complete = true
+			delete(c.byTrace, k)
+		}
+		return
+	}
+	p := c.byTrace[k]
+	if p == nil || p.complete {
+		c.Stats.Unmatched++
+		return
+	}
+	c.apply(p, o)
+}
+
+func (c *Correlator) addLegacy(o *event.Observation) {
+	if o.Marker {
+		p := c.newPacket(o)
+		c.adoptOrphans(p)
+		return
+	}
+	if o.Boundary || o.Header == nil {
+		c.Stats.Unmatched++
+		return
+	}
+	fp := o.Header.Fingerprint()
+	// The most recent open packet of this namespace with the same
+	// fingerprint (in mixed namespaces: the one the nft marker opened).
+	for i := len(c.open) - 1; i >= 0; i-- {
+		p := c.open[i]
+		if p.netns == o.Netns && p.fp == fp && !p.complete {
+			c.apply(p, o)
+			return
+		}
+	}
+	// The marker may still be on its way on the other socket.
+	c.orphans = append(c.orphans, o)
+}
+
+func (c *Correlator) adoptOrphans(p *pkt) {
+	kept := c.orphans[:0]
+	for _, o := range c.orphans {
+		if o.Netns == p.netns && o.Header != nil && o.Header.Fingerprint() == p.fp {
+			c.apply(p, o)
+		} else {
+			kept = append(kept, o)
+		}
+	}
+	c.orphans = kept
+}
+
+func (c *Correlator) newPacket(o *event.Observation) *pkt {
+	c.Stats.Markers[o.Netns]++
+	c.nextID++
+	p := &pkt{
+		p:     &event.Packet{Type: "packet", ID: c.nextID, Netns: o.Netns, FirstSeen: o.Time, Steps: []event.Step{}},
+		netns: o.Netns, last: o.Time, hooks: map[event.Hook]bool{}, src: map[string]*sourceState{},
+	}
+	if h := o.Header; h != nil {
+		p.fp = h.Fingerprint()
+		p.fields = h.Fields()
+		p.p.Tuple = h.Tuple
+		p.p.Length = h.Length
+		if h.ProtoNum == filter.ProtoTCP && h.HasPorts {
+			p.p.TCPFlags = event.TCPFlagString(h.TCPFlags)
+		}
+	}
+	p.p.IIF = o.IIF
+	p.p.OIF = o.OIF
+	if o.Hook != event.HookUnknown {
+		p.hooks[o.Hook] = true
+	}
+	c.open = append(c.open, p)
+	return p
+}
+
+// apply adds one observation to a packet.
+func (c *Correlator) apply(p *pkt, o *event.Observation) {
+	if o.Time.After(p.last) {
+		p.last = o.Time
+	}
+	if p.p.IIF == "" && o.IIF != "" {
+		p.p.IIF = o.IIF
+	}
+	if o.OIF != "" {
+		p.oif = o.OIF
+	}
+	if o.CT.Valid && p.p.CTID == 0 {
+		p.p.CTID = o.CT.ID
+		p.p.CTState = ctStateName(o.CT.State)
+	}
+	if o.Hook != event.HookUnknown {
+		p.hooks[o.Hook] = true
+	}
+	if o.Internal {
+		return
+	}
+	st := p.src[o.Source]
+	if st == nil {
+		st = &sourceState{}
+		p.src[o.Source] = st
+	}
+	s := o.Step
+	s.TNs = o.Time.Sub(p.p.FirstSeen).Nanoseconds()
+	if s.TNs < 0 {
+		s.TNs = 0
+	}
+	if o.Hook != event.HookUnknown && o.BaseChain {
+		// Entering a base chain: a new walk.
+		if st.base != s.Table+"/"+s.Chain {
+			st.stack = st.stack[:0]
+		}
+		st.hook, st.prio, st.base, st.chain = o.Hook, o.Priority, s.Table+"/"+s.Chain, s.Chain
+	} else {
+		st.chain = s.Chain
+	}
+	if s.Hook == "" && st.hook != event.HookUnknown {
+		s.Hook = st.hook.String()
+	}
+	// Follow jumps, gotos and returns so that returns name their caller.
+	switch {
+	case s.Verdict == event.VerdictJump:
+		st.stack = append(st.stack, s.Chain)
+	case s.Verdict == event.VerdictReturn || s.Kind == event.KindReturn:
+		if n := len(st.stack); n > 0 {
+			s.Target = st.stack[n-1]
+			st.stack = st.stack[:n-1]
+		} else if st.base != "" {
+			_, s.Target, _ = strings.Cut(st.base, "/")
+		}
+	}
+	st.seq++
+	p.steps = append(p.steps, sortStep{order: st.hook.Order(), prio: st.prio, seq: st.seq, step: s})
+	if s.Verdict == event.VerdictDrop || s.Verdict == event.VerdictReject {
+		p.complete = true
+	}
+}
+
+// Tick emits packets that are complete or idle, in the order they were
+// first seen: a finished packet waits for earlier ones (at most Idle).
+func (c *Correlator) Tick(now time.Time) {
+	sort.SliceStable(c.open, func(i, j int) bool { return c.open[i].p.FirstSeen.Before(c.open[j].p.FirstSeen) })
+	n := 0
+	for _, p := range c.open {
+		if !(p.complete && now.Sub(p.last) >= c.Idle/3 || now.Sub(p.last) >= c.Idle) {
+			break
+		}
+		c.finish(p)
+		n++
+	}
+	c.open = append(c.open[:0], c.open[n:]...)
+	orph := c.orphans[:0]
+	for _, o := range c.orphans {
+		if now.Sub(o.Time) < c.Idle {
+			orph = append(orph, o)
+		} else {
+			c.Stats.Unmatched++
+		}
+	}
+	c.orphans = orph
+}
+
+// Flush emits every open packet.
+func (c *Correlator) Flush() {
+	sort.SliceStable(c.open, func(i, j int) bool { return c.open[i].p.FirstSeen.Before(c.open[j].p.FirstSeen) })
+	for _, p := range c.open {
+		c.finish(p)
+	}
+	c.open = nil
+	c.Stats.Unmatched += uint64(len(c.orphans))
+	c.orphans = nil
+}
+
+func (c *Correlator) finish(p *pkt) {
+	if p.tkey != nil && c.byTrace[*p.tkey] == p {
+		delete(c.byTrace, *p.tkey)
+	}
+	if !c.matches(p) {
+		c.Stats.Filtered++
+		return
+	}
+	sort.SliceStable(p.steps, func(i, j int) bool {
+		a, b := p.steps[i], p.steps[j]
+		if a.order != b.order {
+			return a.order < b.order
+		}
+		if a.prio != b.prio {
+			return a.prio < b.prio
+		}
+		return false
+	})
+	for _, s := range p.steps {
+		p.p.Steps = append(p.p.Steps, s.step)
+	}
+	c.fate(p)
+	p.p.Flow = c.flowID(p.p)
+	c.Stats.Emitted++
+	if c.Emit != nil {
+		c.Emit(p.p)
+	}
+}
+
+func (c *Correlator) matches(p *pkt) bool {
+	if c.Filter == nil {
+		return true
+	}
+	return p.fields != nil && filter.Match(c.Filter, p.fields)
+}
+
+// fate decides what happened to the packet.
+func (c *Correlator) fate(p *pkt) {
+	pp := p.p
+	for _, s := range pp.Steps {
+		if s.Verdict != event.VerdictDrop && s.Verdict != event.VerdictReject {
+			continue
+		}
+		pp.Verdict = event.FateDropped
+		d := &event.Drop{By: s.Kind, Family: s.Family, Table: s.Table, Chain: s.Chain, Position: s.Position, Rule: s.Rule}
+		if s.Kind == event.KindPolicy {
+			d.Reason = "chain policy drop"
+		} else if s.Verdict == event.VerdictReject || isReject(s.Rule) {
+			d.Reason = "rejected"
+		} else {
+			d.Reason = "rule verdict drop"
+		}
+		pp.Drop = d
+		return
+	}
+	for _, s := range pp.Steps {
+		switch s.Verdict {
+		case event.VerdictQueue, event.VerdictStolen:
+			pp.Verdict = event.FateUnknown
+			pp.Note = fmt.Sprintf("%s by %s/%s: the packet left netfilter's view", s.Verdict, s.Table, s.Chain)
+			return
+		}
+	}
+	h := p.hooks
+	for _, s := range pp.Steps {
+		h[event.ParseHook(s.Hook)] = true
+	}
+	pp.OIF = p.oif
+	switch {
+	case h[event.HookForward] || (h[event.HookPrerouting] && h[event.HookPostrouting]):
+		pp.Verdict = event.FateForwarded
+	case h[event.HookInput]:
+		pp.Verdict = event.FateDelivered
+	case h[event.HookOutput]:
+		pp.Verdict = event.FateSent
+	default:
+		pp.Verdict = event.FateUnknown
+		pp.Note = "no netfilter hook after prerouting: not routed to input or forward (no route, rp_filter, or dropped outside netfilter)"
+	}
+	if pp.Verdict == event.FateForwarded && !h[event.HookPostrouting] && p.src[SourceNFTrace] != nil {
+		pp.Note = "left the forward hook; postrouting was not observed"
+	}
+}
+
+func isReject(rule string) bool {
+	return strings.Contains(rule, "-j REJECT") || strings.Contains(rule, " reject")
+}
+
+func (c *Correlator) flowID(p *event.Packet) uint64 {
+	var k string
+	if p.CTID != 0 {
+		k = fmt.Sprintf("%s|ct%d", p.Netns, p.CTID)
+	} else {
+		t := p.Tuple
+		a := fmt.Sprintf("%s:%d", t.Src, t.Sport)
+		b := fmt.Sprintf("%s:%d", t.Dst, t.Dport)
+		if a > b {
+			a, b = b, a
+		}
+		k = fmt.Sprintf("%s|%s|%s|%s", p.Netns, t.Proto, a, b)
+	}
+	if id, ok := c.flows[k]; ok {
+		return id
+	}
+	c.nextFlow++
+	c.flows[k] = c.nextFlow
+	return c.nextFlow
+}
+
+// ctStateName renders an nft ct state bit set.
+func ctStateName(s uint32) string {
+	var names []string
+	for _, x := range []struct {
+		bit  uint32
+		name string
+	}{{1, "invalid"}, {2, "established"}, {4, "related"}, {8, "new"}, {64, "untracked"}} {
+		if s&x.bit != 0 {
+			names = append(names, x.name)
+		}
+	}
+	return strings.Join(names, ",")
+}
