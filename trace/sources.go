@@ -118,7 +118,7 @@ func (r *resolver) fromNFT(e *nftrace.Event, at time.Time) *event.Observation {
 				return o
 			}
 			s.Kind, s.Verdict = event.KindReturn, event.VerdictReturn
-			s.Position = len(c.Rules) + 1
+			s.Position = c.End()
 			break
 		}
 		s.Kind, s.Handle = event.KindRule, e.Handle
@@ -138,7 +138,7 @@ func (r *resolver) fromNFT(e *nftrace.Event, at time.Time) *event.Observation {
 			s.Verdict = event.VerdictDrop
 		}
 		if c != nil {
-			s.Rule = c.PolicyText()
+			s.Rule, s.Position = c.PolicyText(), c.End()
 		}
 	case nftrace.TypeReturn:
 		s.Kind, s.Verdict = event.KindReturn, event.VerdictReturn

@@ -91,6 +91,18 @@ func (c *Chain) ByPosition(kpos int) (pos int, r *Rule) {
 	return kpos - own, &c.Rules[kpos-1]
 }
 
+// End is the position one past the chain's last rule (not counting
+// nattrace's): where the policy or the implicit return stands.
+func (c *Chain) End() int {
+	n := 1
+	for _, r := range c.Rules {
+		if !r.Own {
+			n++
+		}
+	}
+	return n
+}
+
 // PolicyText is the chain's policy as its syntax writes it.
 func (c *Chain) PolicyText() string {
 	if !c.Base {
