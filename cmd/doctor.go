@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -122,8 +123,8 @@ func runDoctor(w io.Writer, specs []string) error {
 		d.line(true, "net.netfilter.nf_log.2", detail)
 		backend := "none"
 		switch {
-		case p.NFT && len(p.LegacyTables) > 0 && p.NFTTables > 0:
-			backend = "nft selector, nf_tables + iptables-legacy traces (mixed)"
+		case p.NFT && len(p.LegacyTables) > 0 && (p.NFTTables > 0 || !slices.Contains(p.LegacyTables, "raw")):
+			backend = "nft selector; nf_tables + iptables-legacy traces"
 		case len(p.LegacyTables) > 0 && p.LegacyTools:
 			backend = "iptables-legacy (TRACE rule in raw)"
 		case p.NFT:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -165,17 +166,27 @@ func (s *Session) chooseBackend(n *nsSession) error {
 			return usagef("backend legacy is unavailable: iptables-legacy-save/-restore are not installed (apt-get install iptables)")
 		}
 		n.collectLeg = true
+		if !slices.Contains(p.LegacyTables, "raw") {
+			s.warnings = append(s.warnings, fmt.Sprintf("%s: the iptables-legacy raw table does not exist: the TRACE rule creates it, and the kernel keeps it (empty) until the namespace is deleted; --backend auto avoids this", n.ns))
+		}
 		if p.NFTTables > 0 {
 			s.warnings = append(s.warnings, fmt.Sprintf("%s: nf_tables rules are not traced with --backend legacy", n.ns))
 		}
 	default:
+		hasRaw := slices.Contains(p.LegacyTables, "raw")
 		switch {
-		case p.NFT && legacyPresent && p.NFTTables > 0:
-			if !p.LegacyTools {
-				return usagef("namespace %s has iptables-legacy tables but iptables-legacy-save is not installed (apt-get install iptables), or use --backend nft", n.ns)
+		case legacyPresent && !p.LegacyTools:
+			if !p.NFT {
+				return usagef("namespace %s has iptables-legacy tables but iptables-legacy-save is not installed (apt-get install iptables)", n.ns)
 			}
+			n.nftSel, n.collectNFT = true, true
+			s.warnings = append(s.warnings, fmt.Sprintf("%s: iptables-legacy tables are not traced: iptables-legacy-save is not installed", n.ns))
+		case legacyPresent && (p.NFTTables > 0 || (!hasRaw && p.NFT)):
+			// Mixed namespace, or a legacy one without a raw table (a TRACE
+			// rule would create it for good): select with nf_tables; the
+			// shared nf_trace bit makes the legacy tables trace too.
 			n.nftSel, n.collectNFT, n.collectLeg = true, true, true
-		case legacyPresent && p.LegacyTools:
+		case legacyPresent:
 			n.collectLeg = true
 		case p.NFT:
 			n.nftSel, n.collectNFT = true, true

@@ -39,6 +39,7 @@ type backendCase struct {
 	legacy  bool   // iptables-legacy-restore instead of iptables-nft-restore
 	nft     string // native nft ruleset instead of iptables
 	backend string // expected Step.Backend
+	flags   []string
 }
 
 func load(t *testing.T, l *lab.Lab, host string, b backendCase, iptables string) {

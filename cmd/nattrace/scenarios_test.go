@@ -13,8 +13,11 @@ import (
 )
 
 var (
-	iptNFT    = backendCase{name: "iptables-nft", backend: "iptables-nft"}
+	iptNFT = backendCase{name: "iptables-nft", backend: "iptables-nft"}
+	// auto: no raw table, so nf_tables selects and legacy tables trace
 	iptLegacy = backendCase{name: "iptables-legacy", legacy: true, backend: "iptables-legacy"}
+	// the TRACE rule in raw
+	iptLegacyTRACE = backendCase{name: "iptables-legacy-TRACE-rule", legacy: true, backend: "iptables-legacy", flags: []string{"--backend", "legacy"}}
 )
 
 // Seed 001 "转发到内网IP某端口": router :80 -> server :8080.
@@ -45,7 +48,7 @@ table inet filter {
 `
 
 func TestDNATPortForward(t *testing.T) {
-	for _, b := range []backendCase{iptNFT, iptLegacy, {name: "nft", nft: dnatNFT, backend: "nft"}} {
+	for _, b := range []backendCase{iptNFT, iptLegacy, iptLegacyTRACE, {name: "nft", nft: dnatNFT, backend: "nft"}} {
 		t.Run(b.name, func(t *testing.T) {
 			bin := binary(t)
 			l := labtest.ClientRouterServer(t)
@@ -55,7 +58,7 @@ func TestDNATPortForward(t *testing.T) {
 			if _, err := l.ListenTCP(ctx, "server", ":8080"); err != nil {
 				t.Fatal(err)
 			}
-			r := labtest.Start(t, bin, t.TempDir(), "flow", "--netns", l.Name("router"), "--json", "-c", "1", "tcp and dst port 80")
+			r := labtest.Start(t, bin, t.TempDir(), append(append([]string{"flow", "--netns", l.Name("router"), "--json", "-c", "1"}, b.flags...), "tcp and dst port 80")...)
 			if got, err := l.Exchange("client", lab.RouterInAddr+":80", 3*time.Second); err != nil || !strings.Contains(got, "server") {
 				t.Fatalf("port forward: %q %v", got, err)
 			}
@@ -111,12 +114,12 @@ const dropNFT = `table inet filter {
 `
 
 func TestForwardDrop(t *testing.T) {
-	for _, b := range []backendCase{iptNFT, iptLegacy, {name: "nft", nft: dropNFT, backend: "nft"}} {
+	for _, b := range []backendCase{iptNFT, iptLegacy, iptLegacyTRACE, {name: "nft", nft: dropNFT, backend: "nft"}} {
 		t.Run(b.name, func(t *testing.T) {
 			bin := binary(t)
 			l := labtest.ClientRouterServer(t)
 			load(t, l, "router", b, dropRules)
-			r := labtest.Start(t, bin, t.TempDir(), "flow", "--netns", l.Name("router"), "--json", "-c", "1", "tcp port 22")
+			r := labtest.Start(t, bin, t.TempDir(), append(append([]string{"flow", "--netns", l.Name("router"), "--json", "-c", "1"}, b.flags...), "tcp port 22")...)
 			if _, err := l.DialTCP("client", lab.ServerAddr+":22", 500*time.Millisecond); err == nil {
 				t.Fatal("ssh went through the drop rule")
 			}
@@ -154,7 +157,7 @@ COMMIT
 `
 
 func TestRedirect(t *testing.T) {
-	for _, b := range []backendCase{iptNFT, iptLegacy} {
+	for _, b := range []backendCase{iptNFT, iptLegacy, iptLegacyTRACE} {
 		t.Run(b.name, func(t *testing.T) {
 			bin := binary(t)
 			l := labtest.ClientRouterServer(t)
@@ -164,7 +167,7 @@ func TestRedirect(t *testing.T) {
 			if _, err := l.ListenTCP(ctx, "router", ":1234"); err != nil {
 				t.Fatal(err)
 			}
-			r := labtest.Start(t, bin, t.TempDir(), "flow", "--netns", l.Name("router"), "--json", "-c", "1", "tcp", "dst", "port", "12345")
+			r := labtest.Start(t, bin, t.TempDir(), append(append([]string{"flow", "--netns", l.Name("router"), "--json", "-c", "1"}, b.flags...), "tcp", "dst", "port", "12345")...)
 			if got, err := l.Exchange("client", lab.RouterInAddr+":12345", 3*time.Second); err != nil || !strings.Contains(got, "router") {
 				t.Fatalf("redirect: %q %v", got, err)
 			}
@@ -215,7 +218,7 @@ func TestUserChainsJumpGotoReturn(t *testing.T) {
 		"INPUT rule 2 continue ",
 		"INPUT policy 3 accept ",
 	}
-	for _, b := range []backendCase{iptNFT, iptLegacy} {
+	for _, b := range []backendCase{iptNFT, iptLegacy, iptLegacyTRACE} {
 		t.Run(b.name, func(t *testing.T) {
 			bin := binary(t)
 			l := labtest.ClientRouterServer(t)
@@ -225,7 +228,7 @@ func TestUserChainsJumpGotoReturn(t *testing.T) {
 			if _, err := l.ListenTCP(ctx, "router", ":7000"); err != nil {
 				t.Fatal(err)
 			}
-			r := labtest.Start(t, bin, t.TempDir(), "flow", "--netns", l.Name("router"), "--json", "-c", "1", "tcp dst port 7000")
+			r := labtest.Start(t, bin, t.TempDir(), append(append([]string{"flow", "--netns", l.Name("router"), "--json", "-c", "1"}, b.flags...), "tcp dst port 7000")...)
 			if _, err := l.Exchange("client", lab.RouterInAddr+":7000", 3*time.Second); err != nil {
 				t.Fatal(err)
 			}

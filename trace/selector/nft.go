@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/nattrace/nattrace/filter"
@@ -34,12 +35,22 @@ func (s *NFT) Install() error {
 		return fmt.Errorf("open namespace %s: %w", s.NS, err)
 	}
 	defer unix.Close(fd)
-	c, err := nftables.New(nftables.WithNetNSFd(fd), nftables.AsLasting())
+	var sock *netlink.Conn
+	c, err := nftables.New(nftables.WithNetNSFd(fd), nftables.AsLasting(),
+		nftables.WithSockOptions(func(nc *netlink.Conn) error { sock = nc; return nil }))
 	if err != nil {
 		return fmt.Errorf("nf_tables in %s: %w", s.NS, err)
 	}
 	s.conn = c
-	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: TableName(s.ID), Flags: tableFlagOwner})
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName(s.ID)}
+	if err := createOwnedTable(sock, byte(t.Family), t.Name); err != nil {
+		c.CloseLasting()
+		s.conn = nil
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("table inet %s already exists in %s", t.Name, s.NS)
+		}
+		return fmt.Errorf("create table inet %s in %s: %w", t.Name, s.NS, err)
+	}
 	s.table = t
 	sel := c.AddChain(&nftables.Chain{Name: ChainSelect, Table: t})
 	s.sel = sel
