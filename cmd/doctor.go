@@ -78,11 +78,12 @@ func runDoctor(w io.Writer, specs []string) error {
 			t    ebpf.ProgramType
 			name string
 		}{
-			{ebpf.TracePoint, "BPF tracepoint"}, {ebpf.RawTracepoint, "BPF raw_tracepoint"}, {ebpf.Tracing, "BPF tracing (tp_btf/fentry)"},
-			{ebpf.Kprobe, "BPF kprobe"}, {ebpf.Netfilter, "BPF netfilter hooks"}, {ebpf.SchedCLS, "BPF tc/TCX"},
+			{ebpf.TracePoint, "BPF prog type tracepoint"}, {ebpf.RawTracepoint, "BPF prog type raw_tp"},
+			{ebpf.Tracing, "BPF prog type tracing"}, {ebpf.Kprobe, "BPF prog type kprobe"},
+			{ebpf.Netfilter, "BPF prog type netfilter"}, {ebpf.SchedCLS, "BPF prog type sched_cls"},
 		} {
 			err := features.HaveProgramType(pt.t)
-			detail := "supported"
+			detail := "loads (attaching is checked by the probes that use it)"
 			if err != nil {
 				detail = err.Error()
 			}
