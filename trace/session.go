@@ -291,11 +291,15 @@ func (s *Session) startNS(n *nsSession) error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer s.undoOnPanic()
 			_ = n.nftL.Run(func(e *nftrace.Event, at time.Time, _ []byte) { s.push(n.res.fromNFT(e, at)) })
 		}()
 	}
 	if n.collectLeg {
-		n.legL, err = legacy.Listen(n.ns, func(l legacy.Line) { s.push(n.res.fromLegacy(l, time.Now())) })
+		n.legL, err = legacy.Listen(n.ns, func(l legacy.Line) {
+			defer s.undoOnPanic()
+			s.push(n.res.fromLegacy(l, time.Now()))
+		})
 		if errors.Is(err, legacy.ErrGroupTaken) {
 			return usagef("nflog group 0 in namespace %s is bound by another process (a logging daemon?): stop it, or trace with --backend nft", n.ns)
 		}
@@ -485,6 +489,16 @@ func (s *Session) Stop() error {
 		s.stopErr = errors.Join(errs...)
 	})
 	return s.stopErr
+}
+
+// undoOnPanic undoes every change before a panic in a session goroutine
+// ends the process.
+func (s *Session) undoOnPanic() {
+	if r := recover(); r != nil {
+		err := s.Stop()
+		fmt.Fprintf(os.Stderr, "nattrace: internal error: %v (trace rules removed: %v)\n", r, err == nil)
+		panic(r)
+	}
 }
 
 func (s *Session) closeListeners() {

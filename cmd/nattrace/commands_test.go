@@ -1,0 +1,67 @@
+package main_test
+
+import (
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/nattrace/nattrace/lab/labtest"
+)
+
+// make demo runs this: the lab, the trace, the cleanup.
+func TestDemo(t *testing.T) {
+	bin := binary(t)
+	labtest.RequireCommand(t, "ip", "nft", "iptables-nft-restore", "nsenter")
+	out, err := exec.Command(bin, "demo").CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	s := string(out)
+	for _, want := range []string{
+		"rule 1: -A PREROUTING -d 10.200.1.1/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.200.2.2:8080  => accept",
+		"=> forwarded out of r1",
+		"=> DROPPED by filter/FORWARD rule 2: -A FORWARD -p tcp -m tcp --dport 22 -j DROP",
+		`client got "hello from server" through the port forward`,
+		"lab removed",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, s)
+		}
+	}
+	prefix := regexp.MustCompile(`namespaces (nt[0-9a-f]+)-\*`).FindStringSubmatch(s)
+	if prefix == nil {
+		t.Fatal("no lab prefix in the output")
+	}
+	if ns, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(ns), prefix[1]) {
+		t.Errorf("demo left namespaces: %s", ns)
+	}
+}
+
+func TestDoctor(t *testing.T) {
+	bin := binary(t)
+	l := labtest.ClientRouterServer(t)
+	if err := l.Iptables("router", true, legacyWithRaw); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.NFT("server", dropNFT); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "doctor", "--netns", l.Name("router"), "--netns", l.Name("server"), "--netns", "no-such-ns-nattrace").CombinedOutput()
+	if err != nil {
+		t.Fatalf("doctor: %v\n%s", err, out)
+	}
+	s := string(out)
+	for _, re := range []string{
+		`(?m)^namespace ` + l.Name("router") + `\n(.*\n)*?  ok   iptables-legacy tables\s+(filter, raw|raw, filter)`,
+		`(?m)--backend auto\s+iptables-legacy \(TRACE rule in raw\)`,
+		`(?m)^namespace ` + l.Name("server") + `\n  ok   nf_tables\s+usable; 1 table\(s\)`,
+		`(?m)--backend auto\s+nft \(table inet nattrace_<id>\)`,
+		`(?m)no   namespace\s+network namespace "no-such-ns-nattrace": network namespace not found`,
+		`(?m)^  (ok|no)   BTF`,
+	} {
+		if !regexp.MustCompile(re).MatchString(s) {
+			t.Errorf("doctor output does not match %s:\n%s", re, s)
+		}
+	}
+}
