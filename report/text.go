@@ -91,6 +91,9 @@ func Header(p *event.Packet) string {
 	} else {
 		b.WriteString(", locally generated")
 	}
+	if p.OIF != "" {
+		fmt.Fprintf(&b, ", out %s", p.OIF)
+	}
 	if p.CTState != "" {
 		fmt.Fprintf(&b, ", ct %s", p.CTState)
 	}

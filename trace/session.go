@@ -327,7 +327,7 @@ func (s *Session) startNS(n *nsSession) error {
 			return err
 		}
 		n.nft = &selector.NFT{ID: s.ID, NS: n.ns, DNF: s.dnf, Rate: s.opts.Rate}
-		if err := n.nft.Install(); err != nil {
+		if err := n.res.installThenReload(n.nft.Install); err != nil {
 			return err
 		}
 		s.file.Commit(i)
@@ -337,7 +337,7 @@ func (s *Session) startNS(n *nsSession) error {
 			return err
 		}
 		n.leg = &selector.Legacy{ID: s.ID, NS: n.ns, DNF: s.dnf, Rate: s.opts.Rate}
-		if err := n.leg.Install(); err != nil {
+		if err := n.res.installThenReload(n.leg.Install); err != nil {
 			return err
 		}
 		s.file.Commit(i)

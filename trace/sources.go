@@ -58,6 +58,23 @@ func (r *resolver) snapshot(stale bool) *ruleset.Snapshot {
 	return r.snap
 }
 
+// installThenReload runs install (the selector) and reloads the snapshot
+// before any event is resolved again: positions in chains nattrace inserts
+// into must be computed against a snapshot that has nattrace's rule.
+func (r *resolver) installThenReload(install func() error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := install(); err != nil {
+		return err
+	}
+	s, err := ruleset.Load(r.ns, r.opts)
+	if err != nil {
+		return err
+	}
+	r.snap, r.loaded = s, time.Now()
+	return nil
+}
+
 func hookOfSelection(iif uint32) event.Hook {
 	if iif != 0 {
 		return event.HookPrerouting

@@ -302,3 +302,31 @@ func TestMixedLegacyAndNFT(t *testing.T) {
 		t.Errorf("verdict %s", p.Verdict)
 	}
 }
+
+// With the TRACE rule inserted at raw PREROUTING 1, the kernel's positions
+// in that chain are one higher than the user's: nattrace corrects them.
+func TestLegacyPositionsCorrectedForInsertedRule(t *testing.T) {
+	bin := binary(t)
+	l := labtest.ClientRouterServer(t)
+	if err := l.Iptables("router", true, legacyWithRaw); err != nil {
+		t.Fatal(err)
+	}
+	r := labtest.Start(t, bin, t.TempDir(), "flow", "--netns", l.Name("router"), "--json", "-c", "1", "tcp dst port 9")
+	l.DialTCP("client", lab.RouterInAddr+":9", 500*time.Millisecond) // refused: nothing listens
+	if code := r.Wait(t, 15*time.Second); code != 0 {
+		t.Fatalf("exit %d: %s", code, r.Stderr.String())
+	}
+	out := labtest.ParseJSON(t, r.Stdout.Bytes())
+	if !strings.HasSuffix(out.Session.Backends[0], ":iptables-legacy") {
+		t.Fatalf("backend %v: this test needs the TRACE rule", out.Session.Backends)
+	}
+	_, raw := findStep(out.Packets[0], "raw", "PREROUTING")
+	if raw == nil || raw.Position != 1 || raw.Rule != "-A PREROUTING -p tcp -m tcp --dport 9 -j ACCEPT" || raw.Verdict != event.VerdictAccept {
+		t.Fatalf("raw step:\n%s", labtest.Describe(out.Packets))
+	}
+	for _, s := range out.Packets[0].Steps {
+		if strings.Contains(s.Rule, "nattrace") || strings.HasPrefix(s.Chain, "NATTRACE") {
+			t.Errorf("nattrace's own rule shown: %+v", s)
+		}
+	}
+}
