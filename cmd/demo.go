@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os/exec"
 	"strings"
 	"time"
@@ -94,10 +95,6 @@ func runDemo(w io.Writer) (err error) {
 	t.Session(sess.Info())
 	fmt.Fprintln(w)
 	runCtx, stop := context.WithCancel(ctx)
-	type result struct {
-		st  any
-		err error
-	}
 	done := make(chan error, 1)
 	go func() {
 		st, err := sess.Run(runCtx, t.Packet)
@@ -117,12 +114,20 @@ func runDemo(w io.Writer) (err error) {
 		return fmt.Errorf("the demo connection to %s:80 failed: %w", lab.RouterInAddr, xerr)
 	}
 	fmt.Fprintf(w, "== client got %q through the port forward", strings.TrimSpace(greeting))
-	if sshErr != nil && errors.Is(sshErr, context.DeadlineExceeded) || sshErr != nil {
-		fmt.Fprintf(w, "; ssh to %s timed out, dropped by the router as traced above\n", lab.ServerAddr)
+	if sshErr != nil {
+		fmt.Fprintf(w, "; ssh to %s failed (%v): dropped by the router as traced above\n", lab.ServerAddr, shortErr(sshErr))
 	} else {
-		fmt.Fprintln(w)
+		fmt.Fprintf(w, "; ssh to %s went through: the FORWARD drop did not apply\n", lab.ServerAddr)
 	}
 	return nil
+}
+
+func shortErr(err error) string {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timeout"
+	}
+	return err.Error()
 }
 
 func indent(s string) string {

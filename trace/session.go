@@ -399,14 +399,14 @@ drainLoop:
 		}
 	}
 	s.closeListeners()
+rest:
 	for {
 		select {
 		case o := <-s.obs:
 			corr.Add(o)
-			continue
 		default:
+			break rest
 		}
-		break
 	}
 	if s.opts.Count == 0 || emitted < s.opts.Count {
 		corr.Flush()

@@ -15,30 +15,18 @@ import (
 // A clause that can only match IPv6 yields no rules.
 func iptClause(c filter.Clause) (rules [][]string, exact bool) {
 	exact = true
-	var protos []uint8
 	for _, l := range c {
 		switch {
 		case l.Kind == filter.LitFamily && !l.Neg && l.Family == 6,
 			l.Kind == filter.LitFamily && l.Neg && l.Family == 4,
 			l.Kind == filter.LitAddr && !l.Neg && l.Prefix.Addr().Is6():
 			return nil, true // never an IPv4 packet
-		case l.Kind == filter.LitProto && !l.Neg:
-			protos = l.Protos
 		}
 	}
-	variants := [][]uint8{nil}
-	if len(protos) > 0 {
-		variants = nil
-		for _, p := range protos {
-			variants = append(variants, []uint8{p})
-		}
-	}
-	for _, v := range variants {
+	for _, proto := range protoVariants(c) {
 		var args []string
 		used := map[string]bool{}
-		proto := uint8(0)
-		if v != nil {
-			proto = v[0]
+		if proto != 0 {
 			args = append(args, "-p", protoArg(proto))
 			used["p"] = true
 		}

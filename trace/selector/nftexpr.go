@@ -14,22 +14,10 @@ import (
 // exactly the packets of one clause (a clause with a set of protocols or a
 // fragment test of unknown family becomes several rules).
 func nftClause(c filter.Clause) [][]expr.Any {
-	// Expand positive protocol sets: one rule per protocol.
-	var protos []uint8
 	fam := uint8(0)
 	for _, l := range c {
-		if l.Kind == filter.LitProto && !l.Neg {
-			protos = l.Protos
-		}
 		if l.Kind == filter.LitFamily && !l.Neg {
 			fam = l.Family
-		}
-	}
-	variants := [][]uint8{nil}
-	if len(protos) > 0 {
-		variants = nil
-		for _, p := range protos {
-			variants = append(variants, []uint8{p})
 		}
 	}
 	hasFrag := slices.ContainsFunc(c, func(l filter.Lit) bool { return l.Kind == filter.LitFrag && !l.Neg })
@@ -39,7 +27,7 @@ func nftClause(c filter.Clause) [][]expr.Any {
 	}
 	var rules [][]expr.Any
 	for _, f := range fams {
-		for _, v := range variants {
+		for _, proto := range protoVariants(c) {
 			var ex []expr.Any
 			if f != 0 && fam == 0 {
 				ex = append(ex, nfproto(f, false)...)
@@ -47,7 +35,7 @@ func nftClause(c filter.Clause) [][]expr.Any {
 			for _, l := range c {
 				switch {
 				case l.Kind == filter.LitProto && !l.Neg:
-					ex = append(ex, l4proto(v[0], false)...)
+					ex = append(ex, l4proto(proto, false)...)
 				case l.Kind == filter.LitFrag && !l.Neg:
 					ex = append(ex, frag(f)...)
 				default:
@@ -58,6 +46,18 @@ func nftClause(c filter.Clause) [][]expr.Any {
 		}
 	}
 	return rules
+}
+
+// protoVariants expands a clause's positive protocol set: one rule per
+// protocol (iptables' -p and a plain nft compare take one). A clause without
+// one gives the single variant 0.
+func protoVariants(c filter.Clause) []uint8 {
+	for _, l := range c {
+		if l.Kind == filter.LitProto && !l.Neg && len(l.Protos) > 0 {
+			return l.Protos
+		}
+	}
+	return []uint8{0}
 }
 
 func nftLit(l filter.Lit) []expr.Any {
