@@ -1,6 +1,6 @@
 module github.com/nattrace/nattrace
 
-go 1.26.8
+go 1.24.0
 
 require (
 	github.com/cilium/ebpf v0.20.0
