@@ -53,7 +53,11 @@ func Listen(ns *netns.NS, fn func(Line)) (*Listener, error) {
 		NetNS:    fd,
 		Group:    Group,
 		Copymode: nflog.CopyPacket,
-		Bufsize:  256, // headers are enough
+		Bufsize:  256, // copy range: headers are enough
+		// nfnetlink_log batches up to 100 lines or 1 s by default: TRACE
+		// lines would arrive after the packet's other events. Flush each.
+		QThresh: 1,
+		Timeout: 1, // 1/100 s
 	})
 	if err != nil {
 		return nil, fmt.Errorf("legacy: nflog socket in %s: %w", ns, err)
