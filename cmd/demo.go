@@ -97,7 +97,7 @@ func runDemo(w io.Writer) (err error) {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		st, err := sess.Run(runCtx, t.Packet)
+		st, err := sess.Run(runCtx, t)
 		t.Stats(st)
 		done <- err
 	}()

@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -124,12 +123,12 @@ func runDoctor(w io.Writer, specs []string) error {
 		d.line(true, "net.netfilter.nf_log.2", detail)
 		backend := "none"
 		switch {
-		case p.NFT && len(p.LegacyTables) > 0 && (p.NFTTables > 0 || !slices.Contains(p.LegacyTables, "raw")):
-			backend = "nft selector; nf_tables + iptables-legacy traces"
+		case p.NFT && len(p.LegacyTables) > 0 && p.LegacyTools:
+			backend = "nft selector (follows connections); nf_tables + iptables-legacy traces"
 		case len(p.LegacyTables) > 0 && p.LegacyTools:
 			backend = "iptables-legacy (TRACE rule in raw)"
 		case p.NFT:
-			backend = "nft (table inet nattrace_<id>)"
+			backend = "nft (table inet nattrace_<id>, follows connections)"
 		}
 		d.line(backend != "none", "--backend auto", backend)
 	}

@@ -47,7 +47,7 @@ SIGHUP and panic; after a SIGKILL, 'nattrace cleanup' or the next run removes th
 	f.Uint32Var(&o.Rate, "rate", trace.DefaultRate, "trace at most this many packets per second per namespace (enforced in the kernel rule)")
 	f.BoolVar(&o.json, "json", false, "print JSON Lines (see README: JSON contract)")
 	f.StringVar(&o.ReadyFile, "ready-file", "", "create this file once the trace rules are in place")
-	f.StringVar(&o.Backend, "backend", trace.BackendAuto, "tracing backend: auto, nft or legacy")
+	f.StringArrayVar(&o.Backend, "backend", nil, "tracing backend: auto, nft or legacy; NAMESPACE=BACKEND for one namespace (repeatable; default auto)")
 	f.StringVar(&o.StateDir, "state-dir", "", "where session state files live (default /run/nattrace)")
 	f.MarkHidden("state-dir")
 	return c
@@ -84,7 +84,7 @@ func runFlow(ctx context.Context, e *env, o *flowOptions) (err error) {
 	if os.Getenv("NATTRACE_FAILPOINT") == "panic-after-start" {
 		panic("failpoint panic-after-start")
 	}
-	var emit func(*event.Packet)
+	var sink trace.Sink
 	var stats func(event.Stats)
 	if o.json {
 		j := report.NewJSON(e.stdout)
@@ -92,8 +92,7 @@ func runFlow(ctx context.Context, e *env, o *flowOptions) (err error) {
 			sess.Close()
 			return err
 		}
-		emit = func(p *event.Packet) { j.Packet(p) }
-		stats = func(s event.Stats) { j.Stats(s) }
+		sink, stats = j, j.Stats
 	} else {
 		color := false
 		if f, ok := e.stdout.(*os.File); ok {
@@ -101,10 +100,9 @@ func runFlow(ctx context.Context, e *env, o *flowOptions) (err error) {
 		}
 		t := report.NewText(e.stdout, color)
 		t.Session(sess.Info())
-		emit = t.Packet
-		stats = t.Stats
+		sink, stats = t, t.Stats
 	}
-	st, err := sess.Run(ctx, emit)
+	st, err := sess.Run(ctx, sink)
 	stats(st)
 	if err != nil {
 		return fmt.Errorf("cleanup: %w (run 'nattrace cleanup')", err)

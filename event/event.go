@@ -95,7 +95,25 @@ const (
 	KindRule   = "rule"   // a rule matched
 	KindPolicy = "policy" // a base chain's policy applied
 	KindReturn = "return" // a chain ended and returned to its caller
+	KindNAT    = "nat"    // an address or port translation
 )
+
+// NAT kinds.
+const (
+	NATDNAT       = "dnat"
+	NATSNAT       = "snat"
+	NATMasquerade = "masquerade"
+	NATRedirect   = "redirect"
+)
+
+// Endpoints are the addresses and ports of a packet before or after a
+// translation (for ICMP echo, the id stands in for both ports).
+type Endpoints struct {
+	Src   netip.Addr `json:"src"`
+	Dst   netip.Addr `json:"dst"`
+	Sport uint16     `json:"sport"`
+	Dport uint16     `json:"dport"`
+}
 
 // Verdicts of a step.
 const (
@@ -129,6 +147,14 @@ type Step struct {
 	Backend  string `json:"backend,omitempty"` // nft, iptables-nft, iptables-legacy
 	IIF      string `json:"iif,omitempty"`
 	OIF      string `json:"oif,omitempty"`
+	// kind "nat"
+	NAT     string     `json:"nat,omitempty"`
+	Before  *Endpoints `json:"before,omitempty"`
+	After   *Endpoints `json:"after,omitempty"`
+	CTID    uint32     `json:"ct_id,omitempty"`
+	Reverse bool       `json:"reverse,omitempty"`  // the reverse translation of a reply
+	By      string     `json:"by,omitempty"`       // "rule": a nat rule fired; "conntrack": the entry translated
+	SetupBy string     `json:"setup_by,omitempty"` // the rule that set the entry up, e.g. "nat/PREROUTING rule 3"
 }
 
 // Drop says what dropped a packet.
@@ -171,6 +197,49 @@ type Packet struct {
 	Note      string    `json:"note,omitempty"`
 }
 
+// FlowState is one step of a connection's conntrack history.
+type FlowState struct {
+	T        time.Time `json:"t"`
+	Event    string    `json:"event"`               // dump, new, update, destroy
+	State    string    `json:"state"`               // NEW, ESTABLISHED, DESTROYED
+	TCPState string    `json:"tcp_state,omitempty"` // SYN_SENT, ESTABLISHED, TIME_WAIT, ...
+	Status   []string  `json:"status"`              // SEEN_REPLY, ASSURED, SRC_NAT, ...
+}
+
+// Translation is one NAT point of a connection.
+type Translation struct {
+	NAT    string    `json:"nat"`
+	Hook   string    `json:"hook"`
+	Before Endpoints `json:"before"`
+	After  Endpoints `json:"after"`
+	Rule   string    `json:"rule,omitempty"`
+	By     string    `json:"by,omitempty"` // e.g. "nat/PREROUTING rule 1"
+	OIF    string    `json:"oif,omitempty"`
+}
+
+// FlowPackets counts a flow's traced packets per direction.
+type FlowPackets struct {
+	Orig  uint64 `json:"orig"`
+	Reply uint64 `json:"reply"`
+}
+
+// Flow is one connection: its conntrack tuples, translations, packets and
+// state history. Packets point to it with their flow id.
+type Flow struct {
+	Type         string        `json:"type"` // "flow"
+	ID           uint64        `json:"id"`
+	Netns        string        `json:"netns"`
+	CTID         uint32        `json:"ct_id,omitempty"`
+	Orig         Tuple         `json:"orig"`
+	Reply        Tuple         `json:"reply"`
+	NAT          []string      `json:"nat"`
+	Translations []Translation `json:"translations,omitempty"`
+	Packets      FlowPackets   `json:"packets"`
+	States       []FlowState   `json:"states"`
+	Existing     bool          `json:"existing,omitempty"` // the connection existed when the session started
+	Ended        bool          `json:"ended"`              // conntrack destroyed it during the session
+}
+
 // Session opens a JSON Lines stream.
 type Session struct {
 	Type     string    `json:"type"` // "session"
@@ -204,9 +273,28 @@ type CT struct {
 	Valid     bool
 }
 
+// Conntrack event types.
+const (
+	CTDump    = "dump" // present when the session started
+	CTNew     = "new"
+	CTUpdate  = "update"
+	CTDestroy = "destroy"
+)
+
+// CTFlow is a conntrack entry as a conntrack event or dump reports it.
+type CTFlow struct {
+	Event    string // CTDump, CTNew, CTUpdate, CTDestroy
+	ID       uint32
+	Orig     Tuple // the original direction as the first packet had it
+	Reply    Tuple // the reply direction as replies arrive
+	Status   uint32
+	TCPState uint8 // 0 when not TCP or not reported
+	HasTCP   bool
+}
+
 // Observation is what a source reports: one trace event.
 type Observation struct {
-	Source    string // "nftrace", "legacy"
+	Source    string // "nftrace", "legacy", "conntrack"
 	Netns     string // display name of the namespace
 	Time      time.Time
 	TraceID   uint32 // per-source packet key (nftrace id; 0 for legacy)
@@ -220,4 +308,5 @@ type Observation struct {
 	IIF, OIF  string
 	CT        CT
 	Step      Step
+	Flow      *CTFlow // conntrack source: the entry
 }

@@ -105,9 +105,22 @@ func DecodeIP(network, transport []byte) (*Header, error) {
 		if len(rest) >= 2 {
 			t, c := rest[0], rest[1]
 			h.Tuple.ICMPType, h.Tuple.ICMPCode = &t, &c
+			// Echo request/reply: the id is what conntrack and NAT use
+			// as the "port" of both sides.
+			if isEcho(h.ProtoNum, t) && len(rest) >= 6 {
+				id := binary.BigEndian.Uint16(rest[4:6])
+				h.Tuple.Sport, h.Tuple.Dport = id, id
+			}
 		}
 	}
 	return h, nil
+}
+
+func isEcho(proto, typ uint8) bool {
+	if proto == filter.ProtoICMP {
+		return typ == 8 || typ == 0
+	}
+	return typ == 128 || typ == 129
 }
 
 // Fields returns the header as filter fields.

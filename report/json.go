@@ -39,7 +39,10 @@ func (j *JSON) Session(s event.Session) error {
 }
 
 // Packet writes one packet.
-func (j *JSON) Packet(p *event.Packet) error { return j.write(p) }
+func (j *JSON) Packet(p *event.Packet) { j.write(p) }
+
+// Flow writes one connection.
+func (j *JSON) Flow(f *event.Flow) { j.write(f) }
 
 // Stats writes the last line.
-func (j *JSON) Stats(s event.Stats) error { return j.write(s) }
+func (j *JSON) Stats(s event.Stats) { j.write(s) }

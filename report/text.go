@@ -3,6 +3,7 @@ package report
 import (
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -71,10 +72,9 @@ func Header(p *event.Packet) string {
 	if t.Src.Is6() {
 		ipv = "IP6"
 	}
-	switch {
-	case t.Sport != 0 || t.Dport != 0:
+	if t.ICMPType == nil && (t.Sport != 0 || t.Dport != 0) {
 		fmt.Fprintf(&b, " %s %s.%d > %s.%d: %s", ipv, t.Src, t.Sport, t.Dst, t.Dport, t.Proto)
-	default:
+	} else {
 		fmt.Fprintf(&b, " %s %s > %s: %s", ipv, t.Src, t.Dst, t.Proto)
 	}
 	if p.TCPFlags != "" {
@@ -82,6 +82,9 @@ func Header(p *event.Packet) string {
 	}
 	if t.ICMPType != nil {
 		fmt.Fprintf(&b, " %s", icmpName(t.Src.Is6(), *t.ICMPType, *t.ICMPCode))
+		if t.Sport != 0 {
+			fmt.Fprintf(&b, ", id %d", t.Sport)
+		}
 	}
 	if p.Length > 0 {
 		fmt.Fprintf(&b, ", length %d", p.Length)
@@ -125,8 +128,47 @@ func icmpName(v6 bool, typ, code uint8) string {
 	return fmt.Sprintf("type %d code %d", typ, code)
 }
 
+// EndpointString renders "A:P → B:Q" (addresses only for ICMP without id).
+func EndpointString(e *event.Endpoints) string {
+	return hostPort(e.Src, e.Sport) + " → " + hostPort(e.Dst, e.Dport)
+}
+
+func hostPort(a netip.Addr, p uint16) string {
+	if p == 0 {
+		return a.String()
+	}
+	return netip.AddrPortFrom(a, p).String()
+}
+
+// natLine formats a nat step.
+func natLine(s event.Step) string {
+	kind := strings.ToUpper(s.NAT)
+	if s.Reverse {
+		kind = "reverse " + kind
+	}
+	line := fmt.Sprintf("%-11s %-28s %s %s", s.Hook, "nat", kind, EndpointString(s.Before))
+	line += " => " + EndpointString(s.After)
+	if s.NAT == event.NATMasquerade && s.OIF != "" && !s.Reverse {
+		line += fmt.Sprintf(" (address of %s)", s.OIF)
+	}
+	switch {
+	case s.By == "rule":
+		line += fmt.Sprintf("  [%s/%s rule %d]", s.Table, s.Chain, s.Position)
+	case s.SetupBy != "":
+		line += fmt.Sprintf("  [by conntrack entry %d, set up by %s]", s.CTID, s.SetupBy)
+	case s.CTID != 0:
+		line += fmt.Sprintf("  [by conntrack entry %d, set up before the session started]", s.CTID)
+	default:
+		line += "  [by conntrack]"
+	}
+	return line
+}
+
 // StepLine formats one step: hook, table/chain, position, rule and verdict.
 func StepLine(s event.Step) string {
+	if s.Kind == event.KindNAT {
+		return natLine(s)
+	}
 	where := s.Table + "/" + s.Chain
 	if s.Family != "" && s.Syntax == "nft" {
 		where = s.Family + " " + where
@@ -229,11 +271,81 @@ func (t *Text) Packet(p *event.Packet) {
 	fmt.Fprintf(t.w, "  %s %s\n\n", t.c(code, "=>"), t.c(code, fate))
 }
 
+// Flow prints a connection summary: what each side sees, where it was
+// translated, and its conntrack history.
+func (t *Text) Flow(f *event.Flow) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var b strings.Builder
+	nat := "no NAT"
+	if len(f.NAT) > 0 {
+		nat = strings.ToUpper(strings.Join(f.NAT, "+"))
+	}
+	fmt.Fprintf(&b, "flow %d [%s] %s", f.ID, f.Netns, f.Orig.Proto)
+	if f.CTID != 0 {
+		fmt.Fprintf(&b, ", conntrack entry %d", f.CTID)
+	}
+	fmt.Fprintf(&b, ", %s, %d packets original, %d reply", nat, f.Packets.Orig, f.Packets.Reply)
+	if f.Existing {
+		b.WriteString(", connection older than the session")
+	}
+	b.WriteString("\n")
+	if f.Orig.Src.IsValid() {
+		fmt.Fprintf(&b, "  client side   %s\n", EndpointString(&event.Endpoints{Src: f.Orig.Src, Dst: f.Orig.Dst, Sport: f.Orig.Sport, Dport: f.Orig.Dport}))
+	}
+	for _, tr := range f.Translations {
+		line := fmt.Sprintf("     %s at %s", strings.ToUpper(tr.NAT), tr.Hook)
+		if tr.By != "" {
+			line += " by " + tr.By
+		}
+		if tr.NAT == event.NATMasquerade && tr.OIF != "" {
+			line += fmt.Sprintf(", source %s of %s", tr.After.Src, tr.OIF)
+		}
+		fmt.Fprintf(&b, "%s\n       %s\n", line, EndpointString(&tr.After))
+	}
+	if f.Reply.Src.IsValid() {
+		fmt.Fprintf(&b, "  server side   %s\n", EndpointString(&event.Endpoints{Src: f.Reply.Dst, Dst: f.Reply.Src, Sport: f.Reply.Dport, Dport: f.Reply.Sport}))
+		fmt.Fprintf(&b, "  replies       %s", EndpointString(&event.Endpoints{Src: f.Reply.Src, Dst: f.Reply.Dst, Sport: f.Reply.Sport, Dport: f.Reply.Dport}))
+		if f.Orig.Src.IsValid() && (f.Reply.Src != f.Orig.Dst || f.Reply.Sport != f.Orig.Dport || f.Reply.Dst != f.Orig.Src || f.Reply.Dport != f.Orig.Sport) {
+			fmt.Fprintf(&b, "  reach the client as  %s", EndpointString(&event.Endpoints{Src: f.Orig.Dst, Dst: f.Orig.Src, Sport: f.Orig.Dport, Dport: f.Orig.Sport}))
+		}
+		b.WriteString("\n")
+	}
+	if len(f.States) > 0 {
+		var parts []string
+		for _, s := range f.States {
+			part := s.State
+			if s.TCPState != "" {
+				part += " " + s.TCPState
+			}
+			if flags := interesting(s.Status); flags != "" {
+				part += " [" + flags + "]"
+			}
+			parts = append(parts, part)
+		}
+		fmt.Fprintf(&b, "  conntrack     %s\n", strings.Join(parts, " -> "))
+	}
+	b.WriteString("\n")
+	io.WriteString(t.w, b.String())
+}
+
+// interesting keeps the status bits an operator reads.
+func interesting(status []string) string {
+	var out []string
+	for _, s := range status {
+		switch s {
+		case "SEEN_REPLY", "ASSURED", "SRC_NAT", "DST_NAT", "DYING", "UNTRACKED":
+			out = append(out, s)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
 // Stats prints the closing statistics.
 func (t *Text) Stats(s event.Stats) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	fmt.Fprintf(t.w, "%d packets traced in %s, %d trace events", s.Packets, time.Duration(s.DurationNs).Round(time.Millisecond), s.Events)
+	fmt.Fprintf(t.w, "%d packets traced in %s, %d events", s.Packets, time.Duration(s.DurationNs).Round(time.Millisecond), s.Events)
 	fmt.Fprintf(t.w, ", %d not traced by the rate limit", s.RateLimited)
 	if s.Lost > 0 {
 		fmt.Fprintf(t.w, ", %s", t.c(red, fmt.Sprintf("%d LOST", s.Lost)))

@@ -8,21 +8,24 @@ import (
 
 	"github.com/nattrace/nattrace/event"
 	"github.com/nattrace/nattrace/filter"
+	"github.com/nattrace/nattrace/trace/selector"
 )
 
-// Correlator groups observations into packets. It is not safe for
-// concurrent use: one goroutine feeds it.
+// Correlator groups observations into packets and connections. It is not
+// safe for concurrent use: one goroutine feeds it.
 type Correlator struct {
-	Filter filter.Node // exact post-filter, applied to the headers the packet was selected with
-	Idle   time.Duration
-	Emit   func(*event.Packet)
+	Filter   filter.Node // exact post-filter
+	Idle     time.Duration
+	Emit     func(*event.Packet)
+	EmitFlow func(*event.Flow)
 
 	nextID   uint64
 	nextFlow uint64
-	flows    map[string]uint64
+	flows    map[string]uint64 // flow ids of packets without a conntrack entry
 	open     []*pkt
 	byTrace  map[traceKey]*pkt // nftrace: current packet of a trace id
 	orphans  []*event.Observation
+	conns    *connTable
 
 	Stats CorrStats
 }
@@ -34,6 +37,7 @@ type CorrStats struct {
 	Emitted   uint64
 	Filtered  uint64
 	Unmatched uint64 // events that belonged to no packet of this session
+	Flows     uint64
 }
 
 type traceKey struct {
@@ -46,9 +50,18 @@ type sourceState struct {
 	hook  event.Hook
 	prio  int32
 	base  string // current base chain
-	chain string // current chain
 	stack []string
 	seq   int
+}
+
+// snapshot is the packet's headers at one point of its path.
+type snapshot struct {
+	order int
+	prio  int32
+	seq   int
+	hook  event.Hook
+	t     event.Tuple
+	oif   string
 }
 
 type pkt struct {
@@ -57,18 +70,24 @@ type pkt struct {
 	fp       uint64
 	last     time.Time
 	steps    []sortStep
+	snaps    []snapshot
 	hooks    map[event.Hook]bool
 	oif      string
 	src      map[string]*sourceState
 	complete bool
 	tkey     *traceKey
 	fields   *filter.Fields // the headers the packet was selected with
+	byCT     bool           // selected after conntrack (by the flow-following rules)
+	local    bool           // locally generated (selected at output)
+	ctDir    int            // conntrack direction: 0 original, 1 reply, -1 unknown
+	seq      int
 }
 
 type sortStep struct {
 	order int
 	prio  int32
 	seq   int
+	sub   int // 1: a nat step placed right after the rule that made it
 	step  event.Step
 }
 
@@ -76,7 +95,7 @@ type sortStep struct {
 // packet that passes the filter.
 func NewCorrelator(f filter.Node, emit func(*event.Packet)) *Correlator {
 	return &Correlator{Filter: f, Idle: 150 * time.Millisecond, Emit: emit,
-		flows: map[string]uint64{}, byTrace: map[traceKey]*pkt{},
+		flows: map[string]uint64{}, byTrace: map[traceKey]*pkt{}, conns: newConnTable(),
 		Stats: CorrStats{Markers: map[string]uint64{}}}
 }
 
@@ -88,13 +107,20 @@ func (c *Correlator) Add(o *event.Observation) {
 		c.addNFT(o)
 	case SourceLegacy:
 		c.addLegacy(o)
+	case SourceConntrack:
+		c.conns.observe(c.Filter, o)
 	}
 }
 
 func (c *Correlator) addNFT(o *event.Observation) {
 	k := traceKey{o.Netns, o.TraceID}
 	if o.Marker {
-		if old := c.byTrace[k]; old != nil {
+		if old := c.byTrace[k]; old != nil && !old.complete {
+			// The same packet selected twice (before and after conntrack,
+			// possible only when the filter had to be approximated).
+			if o.Header != nil && old.fp == o.Header.Fingerprint() && o.Time.Sub(old.last) < 10*time.Millisecond {
+				return
+			}
 			old.complete = true
 		}
 		p := c.newPacket(o)
@@ -160,6 +186,7 @@ func (c *Correlator) newPacket(o *event.Observation) *pkt {
 	p := &pkt{
 		p:     &event.Packet{Type: "packet", ID: c.nextID, Netns: o.Netns, FirstSeen: o.Time, Steps: []event.Step{}},
 		netns: o.Netns, last: o.Time, hooks: map[event.Hook]bool{}, src: map[string]*sourceState{},
+		byCT: o.CT.Valid, local: o.Hook == event.HookOutput, ctDir: -1,
 	}
 	if h := o.Header; h != nil {
 		p.fp = h.Fingerprint()
@@ -175,8 +202,25 @@ func (c *Correlator) newPacket(o *event.Observation) *pkt {
 	if o.Hook != event.HookUnknown {
 		p.hooks[o.Hook] = true
 	}
+	c.noteCT(p, o)
+	if o.Header != nil {
+		prio := int32(selector.SelectorPrio)
+		if o.CT.Valid {
+			prio = selector.FollowPrio
+		}
+		p.seq++
+		p.snaps = append(p.snaps, snapshot{order: o.Hook.Order(), prio: prio, seq: p.seq, hook: o.Hook, t: o.Header.Tuple, oif: o.OIF})
+	}
 	c.open = append(c.open, p)
 	return p
+}
+
+func (c *Correlator) noteCT(p *pkt, o *event.Observation) {
+	if o.CT.Valid && p.p.CTID == 0 && o.CT.ID != 0 {
+		p.p.CTID = o.CT.ID
+		p.p.CTState = ctStateName(o.CT.State)
+		p.ctDir = int(o.CT.Direction)
+	}
 }
 
 // apply adds one observation to a packet.
@@ -190,15 +234,9 @@ func (c *Correlator) apply(p *pkt, o *event.Observation) {
 	if o.OIF != "" {
 		p.oif = o.OIF
 	}
-	if o.CT.Valid && p.p.CTID == 0 {
-		p.p.CTID = o.CT.ID
-		p.p.CTState = ctStateName(o.CT.State)
-	}
+	c.noteCT(p, o)
 	if o.Hook != event.HookUnknown {
 		p.hooks[o.Hook] = true
-	}
-	if o.Internal {
-		return
 	}
 	st := p.src[o.Source]
 	if st == nil {
@@ -206,18 +244,27 @@ func (c *Correlator) apply(p *pkt, o *event.Observation) {
 		p.src[o.Source] = st
 	}
 	s := o.Step
-	s.TNs = o.Time.Sub(p.p.FirstSeen).Nanoseconds()
-	if s.TNs < 0 {
-		s.TNs = 0
-	}
-	if o.Hook != event.HookUnknown && o.BaseChain {
+	if !o.Internal && o.Hook != event.HookUnknown && o.BaseChain {
 		// Entering a base chain: a new walk.
 		if st.base != s.Table+"/"+s.Chain {
 			st.stack = st.stack[:0]
 		}
-		st.hook, st.prio, st.base, st.chain = o.Hook, o.Priority, s.Table+"/"+s.Chain, s.Chain
-	} else {
-		st.chain = s.Chain
+		st.hook, st.prio, st.base = o.Hook, o.Priority, s.Table+"/"+s.Chain
+	}
+	if o.Header != nil {
+		order, prio, hook := st.hook.Order(), st.prio, st.hook
+		if o.Internal && o.Hook != event.HookUnknown {
+			order, prio, hook = o.Hook.Order(), o.Priority, o.Hook
+		}
+		p.seq++
+		p.snaps = append(p.snaps, snapshot{order: order, prio: prio, seq: p.seq, hook: hook, t: o.Header.Tuple, oif: o.OIF})
+	}
+	if o.Internal {
+		return
+	}
+	s.TNs = o.Time.Sub(p.p.FirstSeen).Nanoseconds()
+	if s.TNs < 0 {
+		s.TNs = 0
 	}
 	if s.Hook == "" && st.hook != event.HookUnknown {
 		s.Hook = st.hook.String()
@@ -234,15 +281,36 @@ func (c *Correlator) apply(p *pkt, o *event.Observation) {
 			_, s.Target, _ = strings.Cut(st.base, "/")
 		}
 	}
-	st.seq++
-	p.steps = append(p.steps, sortStep{order: st.hook.Order(), prio: st.prio, seq: st.seq, step: s})
+	p.seq++
+	p.steps = append(p.steps, sortStep{order: st.hook.Order(), prio: st.prio, seq: p.seq, step: s})
 	if s.Verdict == event.VerdictDrop || s.Verdict == event.VerdictReject {
 		p.complete = true
 	}
 }
 
+func byPosition(a, b int, ap, bp int32, as, bs int) bool {
+	if a != b {
+		return a < b
+	}
+	if ap != bp {
+		return ap < bp
+	}
+	return as < bs
+}
+
+func sortSteps(s []sortStep) {
+	sort.SliceStable(s, func(i, j int) bool {
+		a, b := s[i], s[j]
+		if a.seq == b.seq && a.order == b.order && a.prio == b.prio {
+			return a.sub < b.sub
+		}
+		return byPosition(a.order, b.order, a.prio, b.prio, a.seq, b.seq)
+	})
+}
+
 // Tick emits packets that are complete or idle, in the order they were
 // first seen: a finished packet waits for earlier ones (at most Idle).
+// Connections that ended are emitted after their packets.
 func (c *Correlator) Tick(now time.Time) {
 	sort.SliceStable(c.open, func(i, j int) bool { return c.open[i].p.FirstSeen.Before(c.open[j].p.FirstSeen) })
 	n := 0
@@ -263,10 +331,17 @@ func (c *Correlator) Tick(now time.Time) {
 		}
 	}
 	c.orphans = orph
+	c.emitFlows(func(r *connRec) bool { return r.ended && now.Sub(r.endedAt) >= 2*c.Idle })
 }
 
-// Flush emits every open packet.
+// Flush emits every open packet, then every connection that had packets.
 func (c *Correlator) Flush() {
+	c.FlushPackets()
+	c.emitFlows(func(*connRec) bool { return true })
+}
+
+// FlushPackets emits every open packet.
+func (c *Correlator) FlushPackets() {
 	sort.SliceStable(c.open, func(i, j int) bool { return c.open[i].p.FirstSeen.Before(c.open[j].p.FirstSeen) })
 	for _, p := range c.open {
 		c.finish(p)
@@ -276,40 +351,69 @@ func (c *Correlator) Flush() {
 	c.orphans = nil
 }
 
+func (c *Correlator) emitFlows(ready func(*connRec) bool) {
+	for _, r := range c.conns.ready(ready) {
+		c.Stats.Flows++
+		if c.EmitFlow != nil {
+			c.EmitFlow(r.flow())
+		}
+	}
+}
+
 func (c *Correlator) finish(p *pkt) {
 	if p.tkey != nil && c.byTrace[*p.tkey] == p {
 		delete(c.byTrace, *p.tkey)
 	}
-	if !c.matches(p) {
+	rec := c.conns.lookup(p)
+	if !c.matches(p, rec) {
 		c.Stats.Filtered++
 		return
 	}
-	sort.SliceStable(p.steps, func(i, j int) bool {
-		a, b := p.steps[i], p.steps[j]
-		if a.order != b.order {
-			return a.order < b.order
-		}
-		if a.prio != b.prio {
-			return a.prio < b.prio
-		}
-		return false
+	sort.SliceStable(p.snaps, func(i, j int) bool {
+		a, b := p.snaps[i], p.snaps[j]
+		return byPosition(a.order, b.order, a.prio, b.prio, a.seq, b.seq)
 	})
+	dir := p.ctDir
+	if dir < 0 && rec != nil {
+		dir = rec.direction(p.p.Tuple)
+	}
+	if rec != nil && p.p.CTID == 0 {
+		p.p.CTID = rec.id
+	}
+	sortSteps(p.steps)
+	c.addNATSteps(p, rec, dir)
+	sortSteps(p.steps)
 	for _, s := range p.steps {
 		p.p.Steps = append(p.p.Steps, s.step)
 	}
 	c.fate(p)
-	p.p.Flow = c.flowID(p.p)
+	if rec != nil {
+		p.p.Flow = rec.packet(p.p, dir, func() uint64 { c.nextFlow++; return c.nextFlow })
+	} else {
+		p.p.Flow = c.flowID(p.p)
+	}
 	c.Stats.Emitted++
 	if c.Emit != nil {
 		c.Emit(p.p)
 	}
 }
 
-func (c *Correlator) matches(p *pkt) bool {
+// matches applies the exact filter: to the headers the packet was selected
+// with, or to its connection (replies and translated packets of a matching
+// connection belong to it).
+func (c *Correlator) matches(p *pkt, rec *connRec) bool {
 	if c.Filter == nil {
 		return true
 	}
-	return p.fields != nil && filter.Match(c.Filter, p.fields)
+	if p.fields != nil && filter.Match(c.Filter, p.fields) {
+		return true
+	}
+	if rec != nil && rec.known {
+		return rec.matched
+	}
+	// Selected after conntrack by the exact flow-following rules, before
+	// its conntrack event arrived.
+	return p.byCT
 }
 
 // fate decides what happened to the packet.
@@ -353,10 +457,7 @@ func (c *Correlator) fate(p *pkt) {
 		pp.Verdict = event.FateSent
 	default:
 		pp.Verdict = event.FateUnknown
-		pp.Note = "no netfilter hook after prerouting: not routed to input or forward (no route, rp_filter, or dropped outside netfilter)"
-	}
-	if pp.Verdict == event.FateForwarded && !h[event.HookPostrouting] && p.src[SourceNFTrace] != nil {
-		pp.Note = "left the forward hook; postrouting was not observed"
+		pp.Note = "no netfilter hook after prerouting: not routed to input or forward (no route, rp_filter, martian destination, or dropped outside netfilter)"
 	}
 }
 
@@ -364,19 +465,15 @@ func isReject(rule string) bool {
 	return strings.Contains(rule, "-j REJECT") || strings.Contains(rule, " reject")
 }
 
+// flowID groups packets that have no conntrack entry by their tuple.
 func (c *Correlator) flowID(p *event.Packet) uint64 {
-	var k string
-	if p.CTID != 0 {
-		k = fmt.Sprintf("%s|ct%d", p.Netns, p.CTID)
-	} else {
-		t := p.Tuple
-		a := fmt.Sprintf("%s:%d", t.Src, t.Sport)
-		b := fmt.Sprintf("%s:%d", t.Dst, t.Dport)
-		if a > b {
-			a, b = b, a
-		}
-		k = fmt.Sprintf("%s|%s|%s|%s", p.Netns, t.Proto, a, b)
+	t := p.Tuple
+	a := fmt.Sprintf("%s:%d", t.Src, t.Sport)
+	b := fmt.Sprintf("%s:%d", t.Dst, t.Dport)
+	if a > b {
+		a, b = b, a
 	}
+	k := fmt.Sprintf("%s|%s|%s|%s", p.Netns, t.Proto, a, b)
 	if id, ok := c.flows[k]; ok {
 		return id
 	}

@@ -108,7 +108,7 @@ func TestCorrelatorJoinsLegacyByFingerprint(t *testing.T) {
 	c.Add(leg)
 	c.Add(marker(1, 0, h))
 	c.Add(step(SourceNFTrace, 1, 1*time.Microsecond, true, event.HookPrerouting, -100,
-		event.Step{Kind: "rule", Table: "nat", Chain: "pre", Verdict: "accept", Backend: "nft"}))
+		event.Step{Kind: "rule", Table: "nat", Chain: "pre", Verdict: "accept", Backend: "nft", Syntax: "nft", Rule: "tcp dport 80 dnat to 10.200.2.2"}))
 	// Another packet's legacy line: different ip id, never joined.
 	other := step(SourceLegacy, 0, 4*time.Microsecond, true, event.HookForward, 0, event.Step{Kind: "rule", Table: "filter", Chain: "FORWARD"})
 	other.Header = hdr("10.200.1.2", "10.200.1.1", 40000, 80, 4243)
@@ -118,7 +118,10 @@ func TestCorrelatorJoinsLegacyByFingerprint(t *testing.T) {
 		t.Fatalf("%d packets", len(*out))
 	}
 	p := (*out)[0]
-	if len(p.Steps) != 2 || p.Steps[0].Table != "nat" || p.Steps[1].Backend != "iptables-legacy" {
+	// The nat rule, the translation it made (seen in the legacy line's
+	// headers), the legacy filter step.
+	if len(p.Steps) != 3 || p.Steps[0].Table != "nat" || p.Steps[1].Kind != "nat" || p.Steps[1].By != "rule" ||
+		p.Steps[1].After.Dst.String() != "10.200.2.2" || p.Steps[2].Backend != "iptables-legacy" {
 		t.Fatalf("steps %+v", p.Steps)
 	}
 	if c.Stats.Unmatched != 1 {

@@ -14,6 +14,7 @@ import (
 	"github.com/nattrace/nattrace/event"
 	"github.com/nattrace/nattrace/filter"
 	"github.com/nattrace/nattrace/netns"
+	"github.com/nattrace/nattrace/trace/ctflow"
 	"github.com/nattrace/nattrace/trace/legacy"
 	"github.com/nattrace/nattrace/trace/nftrace"
 	"github.com/nattrace/nattrace/trace/ruleset"
@@ -32,7 +33,7 @@ const (
 type Options struct {
 	Filter    string
 	Netns     []string
-	Backend   string
+	Backend   []string // auto, nft, legacy; or NAMESPACE=BACKEND
 	Count     int
 	Duration  time.Duration
 	Rate      uint32
@@ -59,6 +60,8 @@ type nsSession struct {
 	leg        *selector.Legacy
 	nftL       *nftrace.Listener
 	legL       *legacy.Listener
+	ct         *ctflow.Source
+	backend    string
 	changes    []int // state file indexes, in order made
 }
 
@@ -68,6 +71,8 @@ type Session struct {
 	ID       string
 	expr     filter.Node
 	dnf      filter.DNF
+	notDNF   filter.DNF
+	follow   bool
 	warnings []string
 	nss      []*nsSession
 	file     *state.File
@@ -92,10 +97,9 @@ func Prepare(o Options) (*Session, error) {
 	if s.opts.Rate == 0 {
 		s.opts.Rate = DefaultRate
 	}
-	switch o.Backend {
-	case "", BackendAuto, BackendNFT, BackendLegacy:
-	default:
-		return nil, usagef("unknown backend %q: use auto, nft or legacy", o.Backend)
+	global, perNS, err := parseBackends(o.Backend)
+	if err != nil {
+		return nil, err
 	}
 	if o.Count < 0 || o.Duration < 0 {
 		return nil, usagef("--count and --duration must not be negative")
@@ -109,6 +113,14 @@ func Prepare(o Options) (*Session, error) {
 	s.dnf, approx = filter.ToDNF(expr)
 	if approx {
 		s.warnings = append(s.warnings, fmt.Sprintf("the filter needs more than %d kernel rules: the kernel selects every packet (rate-limited) and nattrace filters in user space", filter.MaxClauses))
+	}
+	if expr != nil && !approx {
+		var notApprox bool
+		s.notDNF, notApprox = filter.ToDNF(filter.Not{X: expr})
+		s.follow = !notApprox
+		if notApprox {
+			s.warnings = append(s.warnings, "the filter's negation needs too many kernel rules: replies and translated packets are traced only when they match the filter")
+		}
 	}
 	if err := CheckPrivileges(); err != nil {
 		return nil, err
@@ -128,7 +140,11 @@ func Prepare(o Options) (*Session, error) {
 			continue
 		}
 		seen[ns.Inode] = true
-		n := &nsSession{ns: ns, probe: ProbeNS(ns)}
+		n := &nsSession{ns: ns, probe: ProbeNS(ns), backend: global}
+		if b, ok := perNS[spec]; ok {
+			n.backend = b
+			delete(perNS, spec)
+		}
 		if err := s.chooseBackend(n); err != nil {
 			return nil, err
 		}
@@ -146,13 +162,38 @@ func Prepare(o Options) (*Session, error) {
 		}
 		s.nss = append(s.nss, n)
 	}
+	for name := range perNS {
+		return nil, usagef("--backend %s=...: %s is not a traced namespace (add --netns %s)", name, name, name)
+	}
 	return s, nil
+}
+
+// parseBackends reads --backend values: one of auto, nft, legacy for every
+// namespace, or NAMESPACE=BACKEND for one.
+func parseBackends(vals []string) (global string, perNS map[string]string, err error) {
+	global, perNS = BackendAuto, map[string]string{}
+	valid := func(b string) bool { return b == BackendAuto || b == BackendNFT || b == BackendLegacy }
+	for _, v := range vals {
+		ns, b, isPer := strings.Cut(v, "=")
+		if !isPer {
+			b = v
+		}
+		if !valid(b) {
+			return "", nil, usagef("unknown backend %q: use auto, nft or legacy (or NAMESPACE=BACKEND)", b)
+		}
+		if isPer {
+			perNS[ns] = b
+		} else {
+			global = b
+		}
+	}
+	return global, perNS, nil
 }
 
 func (s *Session) chooseBackend(n *nsSession) error {
 	p := n.probe
 	legacyPresent := len(p.LegacyTables) > 0
-	switch s.opts.Backend {
+	switch n.backend {
 	case BackendNFT:
 		if !p.NFT {
 			return usagef("backend nft is unavailable in namespace %s: %s", n.ns, p.NFTErr)
@@ -172,8 +213,10 @@ func (s *Session) chooseBackend(n *nsSession) error {
 		if p.NFTTables > 0 {
 			s.warnings = append(s.warnings, fmt.Sprintf("%s: nf_tables rules are not traced with --backend legacy", n.ns))
 		}
+		if s.follow {
+			s.warnings = append(s.warnings, fmt.Sprintf("%s: with --backend legacy, replies and translated packets are traced only when they match the filter (following a connection needs nf_tables)", n.ns))
+		}
 	default:
-		hasRaw := slices.Contains(p.LegacyTables, "raw")
 		switch {
 		case legacyPresent && !p.LegacyTools:
 			if !p.NFT {
@@ -181,10 +224,11 @@ func (s *Session) chooseBackend(n *nsSession) error {
 			}
 			n.nftSel, n.collectNFT = true, true
 			s.warnings = append(s.warnings, fmt.Sprintf("%s: iptables-legacy tables are not traced: iptables-legacy-save is not installed", n.ns))
-		case legacyPresent && (p.NFTTables > 0 || (!hasRaw && p.NFT)):
-			// Mixed namespace, or a legacy one without a raw table (a TRACE
-			// rule would create it for good): select with nf_tables; the
-			// shared nf_trace bit makes the legacy tables trace too.
+		case legacyPresent && p.NFT:
+			// Select with nf_tables: the shared nf_trace bit makes the
+			// legacy tables trace too, no iptables rule is inserted (a
+			// TRACE rule would create a missing raw table for good), and
+			// connections are followed after conntrack.
 			n.nftSel, n.collectNFT, n.collectLeg = true, true, true
 		case legacyPresent:
 			n.collectLeg = true
@@ -295,6 +339,19 @@ func (s *Session) startNS(n *nsSession) error {
 			_ = n.nftL.Run(func(e *nftrace.Event, at time.Time, _ []byte) { s.push(n.res.fromNFT(e, at)) })
 		}()
 	}
+	if n.ct, err = ctflow.Open(n.ns); err != nil {
+		s.warnings = append(s.warnings, fmt.Sprintf("%s: conntrack unavailable (%v): packets are not grouped into connections", n.ns, err))
+		n.ct = nil
+	} else {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.undoOnPanic()
+			_ = n.ct.Run(func(f *event.CTFlow) {
+				s.push(&event.Observation{Source: SourceConntrack, Netns: n.ns.Name, Time: time.Now(), Flow: f})
+			})
+		}()
+	}
 	if n.collectLeg {
 		n.legL, err = legacy.Listen(n.ns, func(l legacy.Line) {
 			defer s.undoOnPanic()
@@ -326,7 +383,7 @@ func (s *Session) startNS(n *nsSession) error {
 		if err != nil {
 			return err
 		}
-		n.nft = &selector.NFT{ID: s.ID, NS: n.ns, DNF: s.dnf, Rate: s.opts.Rate}
+		n.nft = &selector.NFT{ID: s.ID, NS: n.ns, DNF: s.dnf, Rate: s.opts.Rate, Follow: s.follow, NotDNF: s.notDNF}
 		if err := n.res.installThenReload(n.nft.Install); err != nil {
 			return err
 		}
@@ -351,10 +408,17 @@ func (s *Session) startNS(n *nsSession) error {
 	return nil
 }
 
+// Sink receives what a session traced.
+type Sink interface {
+	Packet(*event.Packet)
+	Flow(*event.Flow)
+}
+
 // Run correlates events until the context ends, the packet count or the
-// duration is reached. It calls emit for every traced packet and returns
-// the session's statistics after undoing every change.
-func (s *Session) Run(ctx context.Context, emit func(*event.Packet)) (event.Stats, error) {
+// duration is reached. It gives every traced packet, and every connection
+// after its packets, to sink and returns the session's statistics after
+// undoing every change.
+func (s *Session) Run(ctx context.Context, sink Sink) (event.Stats, error) {
 	if s.opts.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.opts.Duration)
@@ -368,11 +432,12 @@ func (s *Session) Run(ctx context.Context, emit func(*event.Packet)) (event.Stat
 			return
 		}
 		emitted++
-		emit(p)
+		sink.Packet(p)
 		if s.opts.Count > 0 && emitted >= s.opts.Count {
 			cancel()
 		}
 	})
+	corr.EmitFlow = sink.Flow
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 loop:
@@ -409,8 +474,9 @@ rest:
 		}
 	}
 	if s.opts.Count == 0 || emitted < s.opts.Count {
-		corr.Flush()
+		corr.FlushPackets()
 	}
+	corr.Flush() // connections of the packets traced
 	st := event.Stats{Type: "stats", Packets: uint64(emitted), Events: corr.Stats.Events,
 		RateLimited: s.limited, Filtered: corr.Stats.Filtered, DurationNs: time.Since(s.started).Nanoseconds()}
 	var seen uint64
@@ -508,6 +574,9 @@ func (s *Session) closeListeners() {
 		}
 		if n.legL != nil {
 			n.legL.Close()
+		}
+		if n.ct != nil {
+			n.ct.Close()
 		}
 	}
 	s.wg.Wait()

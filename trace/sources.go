@@ -101,12 +101,17 @@ func (r *resolver) fromNFT(e *nftrace.Event, at time.Time) *event.Observation {
 		case isSelect && e.Table == selector.TableName(r.id):
 			o.Marker = true
 			o.Hook = hookOfSelection(e.IIF)
+			o.Priority = selector.SelectorPrio
+			if e.CT.Present {
+				o.Priority = selector.FollowPrio
+			}
 		case isSelect:
 			o.Boundary = true
 		default:
 			o.Internal = true
 			if selector.IsObserverChain(e.Chain) {
 				o.Hook = event.ParseHook(strings.TrimSuffix(e.Chain, "_end"))
+				o.Priority = selector.ObserverPrio
 			}
 		}
 		return o
@@ -185,6 +190,7 @@ func (r *resolver) fromLegacy(l legacy.Line, at time.Time) *event.Observation {
 		case isSelect && tr.Chain == selector.LegacyChain(r.id)+"-S":
 			o.Marker = true
 			o.Hook = hookOfSelection(l.InDev)
+			o.Priority = -300
 		case isSelect:
 			o.Boundary = true
 		default:

@@ -54,9 +54,9 @@ func TestDoctor(t *testing.T) {
 	s := string(out)
 	for _, re := range []string{
 		`(?m)^namespace ` + l.Name("router") + `\n(.*\n)*?  ok   iptables-legacy tables\s+(filter, raw|raw, filter)`,
-		`(?m)--backend auto\s+iptables-legacy \(TRACE rule in raw\)`,
+		`(?m)--backend auto\s+nft selector \(follows connections\); nf_tables \+ iptables-legacy traces`,
 		`(?m)^namespace ` + l.Name("server") + `\n  ok   nf_tables\s+usable; 1 table\(s\)`,
-		`(?m)--backend auto\s+nft \(table inet nattrace_<id>\)`,
+		`(?m)--backend auto\s+nft \(table inet nattrace_<id>, follows connections\)`,
 		`(?m)no   namespace\s+network namespace "no-such-ns-nattrace": network namespace not found`,
 		`(?m)^  (ok|no)   BTF`,
 	} {

@@ -14,8 +14,8 @@ import (
 	"github.com/nattrace/nattrace/lab/labtest"
 )
 
-// legacyWithRaw is a legacy ruleset with a raw table: auto mode selects
-// with the TRACE rule there.
+// legacyWithRaw is a legacy ruleset with a raw table, where the TRACE rule
+// selector (--backend NS=legacy) inserts its rule.
 const legacyWithRaw = `*raw
 :PREROUTING ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
@@ -24,9 +24,9 @@ COMMIT
 ` + dropRules
 
 // cleanupLab has three namespaces, one per way of selecting: the router is
-// legacy with a raw table (TRACE rules, nf_log binding), the client legacy
-// without one (nft selector, nf_log binding) and the server has no rules
-// (nft selector).
+// legacy with a raw table traced with --backend ROUTER=legacy (TRACE rules,
+// nf_log binding), the client legacy (nft selector, nf_log binding) and the
+// server has no rules (nft selector).
 func cleanupLab(t *testing.T) *lab.Lab {
 	l := labtest.ClientRouterServer(t)
 	if err := l.Iptables("router", true, legacyWithRaw); err != nil {
@@ -41,7 +41,7 @@ func cleanupLab(t *testing.T) *lab.Lab {
 var cleanupHosts = []string{"client", "router", "server"}
 
 func allNetns(l *lab.Lab) []string {
-	var a []string
+	a := []string{"--backend", l.Name("router") + "=legacy"}
 	for _, h := range cleanupHosts {
 		a = append(a, "--netns", l.Name(h))
 	}

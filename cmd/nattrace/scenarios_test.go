@@ -14,7 +14,7 @@ import (
 
 var (
 	iptNFT = backendCase{name: "iptables-nft", backend: "iptables-nft"}
-	// auto: no raw table, so nf_tables selects and legacy tables trace
+	// auto: nf_tables selects and the legacy tables trace
 	iptLegacy = backendCase{name: "iptables-legacy", legacy: true, backend: "iptables-legacy"}
 	// the TRACE rule in raw
 	iptLegacyTRACE = backendCase{name: "iptables-legacy-TRACE-rule", legacy: true, backend: "iptables-legacy", flags: []string{"--backend", "legacy"}}
@@ -311,7 +311,7 @@ func TestLegacyPositionsCorrectedForInsertedRule(t *testing.T) {
 	if err := l.Iptables("router", true, legacyWithRaw); err != nil {
 		t.Fatal(err)
 	}
-	r := labtest.Start(t, bin, t.TempDir(), "flow", "--netns", l.Name("router"), "--json", "-c", "1", "tcp dst port 9")
+	r := labtest.Start(t, bin, t.TempDir(), "flow", "--netns", l.Name("router"), "--backend", "legacy", "--json", "-c", "1", "tcp dst port 9")
 	l.DialTCP("client", lab.RouterInAddr+":9", 500*time.Millisecond) // refused: nothing listens
 	if code := r.Wait(t, 15*time.Second); code != 0 {
 		t.Fatalf("exit %d: %s", code, r.Stderr.String())

@@ -189,6 +189,7 @@ func (r *Run) Signal(t testing.TB, sig syscall.Signal) {
 type Output struct {
 	Session event.Session
 	Packets []*event.Packet
+	Flows   []*event.Flow
 	Stats   *event.Stats
 }
 
@@ -218,6 +219,12 @@ func ParseJSON(t testing.TB, b []byte) Output {
 				t.Fatal(err)
 			}
 			out.Packets = append(out.Packets, p)
+		case "flow":
+			f := &event.Flow{}
+			if err := json.Unmarshal(line, f); err != nil {
+				t.Fatal(err)
+			}
+			out.Flows = append(out.Flows, f)
 		case "stats":
 			out.Stats = &event.Stats{}
 			json.Unmarshal(line, out.Stats)
@@ -237,6 +244,10 @@ func Describe(ps []*event.Packet) string {
 	for _, p := range ps {
 		fmt.Fprintf(&b, "packet %d %s %s:%d > %s:%d %s verdict=%s\n", p.ID, p.Tuple.Proto, p.Tuple.Src, p.Tuple.Sport, p.Tuple.Dst, p.Tuple.Dport, p.TCPFlags, p.Verdict)
 		for _, s := range p.Steps {
+			if s.Kind == event.KindNAT {
+				fmt.Fprintf(&b, "   %s nat %s reverse=%v %+v -> %+v by %s %s %s\n", s.Hook, s.NAT, s.Reverse, *s.Before, *s.After, s.By, s.SetupBy, s.OIF)
+				continue
+			}
 			fmt.Fprintf(&b, "   %s %s %s/%s %s #%d %q => %s %s\n", s.Hook, s.Backend, s.Table, s.Chain, s.Kind, s.Position, s.Rule, s.Verdict, s.Target)
 		}
 	}

@@ -20,6 +20,11 @@ type NFT struct {
 	DNF   filter.DNF
 	Rate  uint32 // packets per second
 	Burst uint32
+	// NotDNF is the DNF of "not FILTER". When Follow is set, packets that
+	// match it but whose connection matches DNF are selected after
+	// conntrack (see ctfollow.go).
+	NotDNF filter.DNF
+	Follow bool
 
 	conn  *nftables.Conn
 	table *nftables.Table
@@ -61,6 +66,11 @@ func (s *NFT) Install() error {
 	}
 	pre := base(ChainPre, nftables.ChainHookPrerouting, SelectorPrio)
 	out := base(ChainOut, nftables.ChainHookOutput, SelectorPrio)
+	if s.Follow {
+		base(ChainPreCT, nftables.ChainHookPrerouting, FollowPrio)
+		base(ChainOutCT, nftables.ChainHookOutput, FollowPrio)
+		c.AddChain(&nftables.Chain{Name: ChainFollow, Table: t})
+	}
 	base(ChainInput, nftables.ChainHookInput, ObserverPrio)
 	base(ChainForward, nftables.ChainHookForward, ObserverPrio)
 	base(ChainPost, nftables.ChainHookPostrouting, ObserverPrio)
@@ -91,10 +101,17 @@ func (s *NFT) Install() error {
 	if err := c.Flush(); err != nil {
 		c.CloseLasting()
 		s.conn = nil
-		if errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("table inet %s already exists in %s", TableName(s.ID), s.NS)
-		}
 		return fmt.Errorf("install nft selector in %s: %w", s.NS, err)
+	}
+	if s.Follow {
+		fam := byte(t.Family)
+		guard, follow := followRules(fam, s.DNF, s.NotDNF)
+		err := sendRules(sock, fam, t.Name, map[string][]rawRule{ChainPreCT: guard, ChainOutCT: guard, ChainFollow: follow})
+		if err != nil {
+			c.CloseLasting() // the kernel deletes the owned table
+			s.conn = nil
+			return fmt.Errorf("install flow-following rules in %s: %w", s.NS, err)
+		}
 	}
 	return nil
 }
