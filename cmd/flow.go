@@ -17,7 +17,8 @@ import (
 
 type flowOptions struct {
 	trace.Options
-	json bool
+	json         bool
+	observations string
 }
 
 func newFlowCmd(e *env) *cobra.Command {
@@ -50,6 +51,8 @@ SIGHUP and panic; after a SIGKILL, 'nattrace cleanup' or the next run removes th
 	f.StringArrayVar(&o.Backend, "backend", nil, "tracing backend: auto, nft or legacy; NAMESPACE=BACKEND for one namespace (repeatable; default auto)")
 	f.StringVar(&o.StateDir, "state-dir", "", "where session state files live (default /run/nattrace)")
 	f.MarkHidden("state-dir")
+	f.StringVar(&o.observations, "debug-observations", "", "write every observation as a JSON line to this file (test fixtures)")
+	f.MarkHidden("debug-observations")
 	return c
 }
 
@@ -59,6 +62,14 @@ func runFlow(ctx context.Context, e *env, o *flowOptions) (err error) {
 	}
 	if o.Rate == 0 {
 		return &trace.UsageError{Msg: "--rate must be at least 1"}
+	}
+	if o.observations != "" {
+		f, err := os.OpenFile(o.observations, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		if err != nil {
+			return &trace.UsageError{Msg: err.Error()}
+		}
+		defer f.Close()
+		o.ObservationLog = f
 	}
 	sess, err := trace.Prepare(o.Options)
 	if err != nil {

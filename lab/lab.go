@@ -227,3 +227,48 @@ func (l *Lab) UDPConn(host, addr string) (net.Conn, error) {
 	})
 	return c, err
 }
+
+// ListenUDP serves UDP inside a host: every datagram is answered with
+// "echo: " and its content. It stops with ctx.
+func (l *Lab) ListenUDP(ctx context.Context, host, addr string) error {
+	var pc net.PacketConn
+	err := l.NS(host).Do(func() error {
+		var err error
+		pc, err = net.ListenPacket("udp", addr)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	go func() {
+		<-ctx.Done()
+		pc.Close()
+	}()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(append([]byte("echo: "), buf[:n]...), from)
+		}
+	}()
+	return nil
+}
+
+// UDPExchange sends one datagram from a host and waits for the answer.
+func (l *Lab) UDPExchange(host, addr, msg string, timeout time.Duration) (string, error) {
+	c, err := l.UDPConn(host, addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 2048)
+	n, err := c.Read(buf)
+	return string(buf[:n]), err
+}

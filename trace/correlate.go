@@ -155,11 +155,13 @@ func (c *Correlator) addLegacy(o *event.Observation) {
 		return
 	}
 	fp := o.Header.Fingerprint()
-	// The most recent open packet of this namespace with the same
-	// fingerprint (in mixed namespaces: the one the nft marker opened).
+	// The most recent packet of this namespace with the same fingerprint
+	// that is not emitted yet (in mixed namespaces: the one the nft marker
+	// opened, even when its trace id was already reused: legacy lines come
+	// on another socket, later).
 	for i := len(c.open) - 1; i >= 0; i-- {
 		p := c.open[i]
-		if p.netns == o.Netns && p.fp == fp && !p.complete {
+		if p.netns == o.Netns && p.fp == fp {
 			c.apply(p, o)
 			return
 		}

@@ -163,3 +163,21 @@ func TestLegacyVerdicts(t *testing.T) {
 		}
 	}
 }
+
+// A legacy line still joins its packet after the packet's trace id was
+// reused by the next packet (seen with MASQUERADE on a legacy router).
+func TestCorrelatorLegacyAfterTraceIDReuse(t *testing.T) {
+	c := NewCorrelator(nil, nil)
+	out := collect(c)
+	h1 := hdr("10.200.1.2", "10.200.2.2", 40000, 8080, 100)
+	c.Add(marker(3, 0, h1))
+	c.Add(marker(3, time.Microsecond, hdr("10.200.1.2", "10.200.2.2", 40000, 8080, 101)))
+	leg := step(SourceLegacy, 0, 2*time.Microsecond, true, event.HookPostrouting, 100,
+		event.Step{Kind: "rule", Table: "nat", Chain: "POSTROUTING", Position: 1, Syntax: "iptables", Rule: "-A POSTROUTING -o r1 -j MASQUERADE", Verdict: "accept"})
+	leg.Header = h1
+	c.Add(leg)
+	c.Flush()
+	if len(*out) != 2 || len((*out)[0].Steps) != 1 || len((*out)[1].Steps) != 0 {
+		t.Fatalf("%+v", *out)
+	}
+}

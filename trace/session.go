@@ -2,8 +2,10 @@ package trace
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -39,6 +41,9 @@ type Options struct {
 	Rate      uint32
 	ReadyFile string
 	StateDir  string
+	// ObservationLog, when set, receives every observation as a JSON line
+	// before correlation (to record test fixtures).
+	ObservationLog io.Writer
 }
 
 // DefaultRate is the default trace rate limit (packets per second per
@@ -438,13 +443,21 @@ func (s *Session) Run(ctx context.Context, sink Sink) (event.Stats, error) {
 		}
 	})
 	corr.EmitFlow = sink.Flow
+	add := corr.Add
+	if w := s.opts.ObservationLog; w != nil {
+		enc := json.NewEncoder(w)
+		add = func(o *event.Observation) {
+			enc.Encode(o)
+			corr.Add(o)
+		}
+	}
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 loop:
 	for {
 		select {
 		case o := <-s.obs:
-			corr.Add(o)
+			add(o)
 		case now := <-tick.C:
 			corr.Tick(now)
 		case <-ctx.Done():
@@ -458,7 +471,7 @@ drainLoop:
 	for {
 		select {
 		case o := <-s.obs:
-			corr.Add(o)
+			add(o)
 		case <-drain:
 			break drainLoop
 		}
@@ -468,7 +481,7 @@ rest:
 	for {
 		select {
 		case o := <-s.obs:
-			corr.Add(o)
+			add(o)
 		default:
 			break rest
 		}
