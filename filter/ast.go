@@ -171,6 +171,23 @@ func protoNameOf(num, family uint8) (string, bool) {
 	return "", false
 }
 
+var protoNumbers = func() map[string]uint8 {
+	m := map[string]uint8{}
+	for name, p := range protoNames {
+		m[name] = p.Num
+	}
+	return m
+}()
+
+// ProtoNumber is the inverse of ProtoName.
+func ProtoNumber(name string) (uint8, bool) {
+	if n, ok := protoNumbers[name]; ok {
+		return n, true
+	}
+	v, err := strconv.ParseUint(name, 10, 8)
+	return uint8(v), err == nil
+}
+
 // ProtoName returns the lower-case name of an IP protocol number, or its
 // decimal value.
 func ProtoName(num uint8) string {

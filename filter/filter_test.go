@@ -237,3 +237,11 @@ func TestDNFSimplifies(t *testing.T) {
 	}
 	_ = big
 }
+
+func TestProtoNumber(t *testing.T) {
+	for n := 0; n < 256; n++ {
+		if got, ok := ProtoNumber(ProtoName(uint8(n))); !ok || got != uint8(n) {
+			t.Fatalf("%d: %d %v", n, got, ok)
+		}
+	}
+}

@@ -353,6 +353,11 @@ func (s *Session) startNS(n *nsSession) error {
 			defer s.wg.Done()
 			defer s.undoOnPanic()
 			_ = n.ct.Run(func(f *event.CTFlow) {
+				// Only connections of the filter reach the correlator: a
+				// busy host's conntrack events must not crowd out traces.
+				if s.expr != nil && !ctflow.Matches(s.expr, f) {
+					return
+				}
 				s.push(&event.Observation{Source: SourceConntrack, Netns: n.ns.Name, Time: time.Now(), Flow: f})
 			})
 		}()

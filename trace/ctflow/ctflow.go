@@ -50,12 +50,7 @@ func Fields(t event.Tuple) *filter.Fields {
 	} else if t.Src.Is6() {
 		f.Family = 6
 	}
-	for n := 0; n < 256; n++ {
-		if filter.ProtoName(uint8(n)) == t.Proto {
-			f.Proto = uint8(n)
-			break
-		}
-	}
+	f.Proto, _ = filter.ProtoNumber(t.Proto)
 	f.HasPorts = f.Proto == filter.ProtoTCP || f.Proto == filter.ProtoUDP || f.Proto == filter.ProtoSCTP || f.Proto == 136
 	return f
 }
