@@ -16,9 +16,10 @@ import (
 // Observation streams recorded with "nattrace flow --debug-observations"
 // in a client-router-server lab (router 10.200.1.1:80 DNAT to
 // 10.200.2.2:8080), filter "tcp and dst port 80":
-//   dnat_iptables_nft.jsonl  iptables-nft DNAT
-//   double_nat_legacy.jsonl  iptables-legacy DNAT + SNAT to 10.200.2.1
-//                            (nft selector, legacy TRACE lines)
+//
+//	dnat_iptables_nft.jsonl  iptables-nft DNAT
+//	double_nat_legacy.jsonl  iptables-legacy DNAT + SNAT to 10.200.2.1
+//	                         (nft selector, legacy TRACE lines)
 func loadObservations(t *testing.T, name string) []*event.Observation {
 	t.Helper()
 	f, err := os.Open("testdata/" + name)
