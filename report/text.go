@@ -285,7 +285,7 @@ func (t *Text) Flow(f *event.Flow) {
 	if f.CTID != 0 {
 		fmt.Fprintf(&b, ", conntrack entry %d", f.CTID)
 	}
-	fmt.Fprintf(&b, ", %s, %d packets original, %d reply", nat, f.Packets.Orig, f.Packets.Reply)
+	fmt.Fprintf(&b, ", %s, %s original, %d reply", nat, plural(f.Packets.Orig, "packet"), f.Packets.Reply)
 	if f.Existing {
 		b.WriteString(", connection older than the session")
 	}
@@ -327,6 +327,13 @@ func (t *Text) Flow(f *event.Flow) {
 	}
 	b.WriteString("\n")
 	io.WriteString(t.w, b.String())
+}
+
+func plural(n uint64, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }
 
 // interesting keeps the status bits an operator reads.

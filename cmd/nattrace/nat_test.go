@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,12 +23,7 @@ func natSteps(p *event.Packet) []event.Step {
 }
 
 func ep(src string, sport uint16, dst string, dport uint16) string {
-	return src + ":" + itoa(sport) + ">" + dst + ":" + itoa(dport)
-}
-
-func itoa(v uint16) string {
-	return strings.TrimLeft(strings.Join([]string{string(rune('0' + v/10000%10)), string(rune('0' + v/1000%10)),
-		string(rune('0' + v/100%10)), string(rune('0' + v/10%10)), string(rune('0' + v%10))}, ""), "0")
+	return src + ":" + strconv.Itoa(int(sport)) + ">" + dst + ":" + strconv.Itoa(int(dport))
 }
 
 func epOf(e *event.Endpoints) string {
