@@ -9,7 +9,7 @@ FUZZTIME ?= 10s
 export CGO_ENABLED := 0
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: help build demo test fuzz lint clean deps
+.PHONY: help build demo test fuzz lint clean deps generate check-generate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -31,6 +31,12 @@ fuzz: ## run every fuzz target for FUZZTIME (default 10s)
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
+
+generate: ## regenerate the BPF objects with bpf2go (needs clang, llvm, libbpf-dev)
+	$(GO) generate ./bpf
+
+check-generate: generate ## fail when the committed bpf2go output differs from a fresh generation
+	@git diff --exit-code --stat -- bpf/ || { echo "bpf2go output is stale: run 'make generate' and commit"; exit 1; }
 
 lint: ## go vet and gofmt check
 	$(GO) vet ./...

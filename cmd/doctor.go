@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf/features"
 	"github.com/spf13/cobra"
 
+	"github.com/nattrace/nattrace/bpf"
 	"github.com/nattrace/nattrace/netns"
 	"github.com/nattrace/nattrace/trace"
 )
@@ -70,24 +71,8 @@ func runDoctor(w io.Writer, specs []string) error {
 	d.line(err == nil, "BTF", map[bool]string{true: "/sys/kernel/btf/vmlinux", false: "no /sys/kernel/btf/vmlinux: CO-RE BPF probes unavailable"}[err == nil])
 	tracefs := mounted("tracefs")
 	d.line(tracefs, "tracefs", map[bool]string{true: "mounted", false: "not mounted (only classic tracepoints need it: mount -t tracefs nodev /sys/kernel/tracing)"}[tracefs])
-	_, err = os.Stat("/sys/bus/event_source/devices/kprobe")
-	d.line(err == nil, "kprobes", map[bool]string{true: "kprobe PMU present", false: "no kprobe PMU (CONFIG_KPROBES off): kprobe probes unavailable"}[err == nil])
 	if privErr == nil {
-		for _, pt := range []struct {
-			t    ebpf.ProgramType
-			name string
-		}{
-			{ebpf.TracePoint, "BPF prog type tracepoint"}, {ebpf.RawTracepoint, "BPF prog type raw_tp"},
-			{ebpf.Tracing, "BPF prog type tracing"}, {ebpf.Kprobe, "BPF prog type kprobe"},
-			{ebpf.Netfilter, "BPF prog type netfilter"}, {ebpf.SchedCLS, "BPF prog type sched_cls"},
-		} {
-			err := features.HaveProgramType(pt.t)
-			detail := "loads (attaching is checked by the probes that use it)"
-			if err != nil {
-				detail = err.Error()
-			}
-			d.line(err == nil, pt.name, detail)
-		}
+		doctorBPF(d)
 	}
 	if len(specs) == 0 {
 		specs = []string{""}
@@ -147,4 +132,50 @@ func mounted(fstype string) bool {
 		}
 	}
 	return false
+}
+
+// doctorBPF shows the probe capability ladder: the tracepoint probes
+// nattrace attaches (loaded and detached here), and the kprobe/fentry
+// probes it would add where the kernel allows them.
+func doctorBPF(d check) {
+	for _, pt := range []struct {
+		t    ebpf.ProgramType
+		name string
+	}{
+		{ebpf.RawTracepoint, "BPF prog type raw_tp"}, {ebpf.Netfilter, "BPF prog type netfilter"},
+		{ebpf.SchedCLS, "BPF prog type sched_cls"},
+	} {
+		err := features.HaveProgramType(pt.t)
+		detail := "loads"
+		if err != nil {
+			detail = err.Error()
+		}
+		d.line(err == nil, pt.name, detail)
+	}
+	if err := features.HaveProgramType(ebpf.Tracing); err != nil {
+		d.line(false, "fentry/fexit", "unavailable: "+err.Error()+": exact fib_validate_source/NAT results are not observed")
+	} else {
+		d.line(true, "fentry/fexit", "available")
+	}
+	_, err := os.Stat("/sys/bus/event_source/devices/kprobe")
+	if err != nil {
+		d.line(false, "kprobe probes", "unavailable: the kernel has no kprobe PMU (CONFIG_KPROBES off)")
+	} else {
+		d.line(true, "kprobe probes", "available")
+	}
+	p, err := bpf.Load(bpf.Options{})
+	if err != nil {
+		d.line(false, "tracepoint probes", err.Error())
+		return
+	}
+	defer p.Close()
+	d.line(true, "tracepoint probes", "active (tp_btf): "+strings.Join(p.Attached, ", "))
+	for name, why := range p.Missing {
+		d.line(false, "probe "+name, why)
+	}
+	if _, err := bpf.LoadDropReasons(); err != nil {
+		d.line(false, "drop reason names", err.Error())
+	} else {
+		d.line(true, "drop reason names", "enum skb_drop_reason from kernel BTF")
+	}
 }

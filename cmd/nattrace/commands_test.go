@@ -59,6 +59,11 @@ func TestDoctor(t *testing.T) {
 		`(?m)--backend auto\s+nft \(table inet nattrace_<id>, follows connections\)`,
 		`(?m)no   namespace\s+network namespace "no-such-ns-nattrace": network namespace not found`,
 		`(?m)^  (ok|no)   BTF`,
+		// acceptance 7 of issue 4: the capability ladder on this kernel
+		`(?m)^  no   fentry/fexit\s+unavailable: .*operation not permitted`,
+		`(?m)^  no   kprobe probes\s+unavailable: the kernel has no kprobe PMU`,
+		`(?m)^  ok   tracepoint probes\s+active \(tp_btf\): .*netif_receive_skb`,
+		`(?m)^  ok   drop reason names`,
 	} {
 		if !regexp.MustCompile(re).MatchString(s) {
 			t.Errorf("doctor output does not match %s:\n%s", re, s)

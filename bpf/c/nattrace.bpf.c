@@ -1,0 +1,552 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * nattrace's packet probes. Where netfilter tracing cannot look: which
+ * interface a packet arrived on or left by (in every namespace), why the
+ * kernel freed it, and which routes were looked up for it.
+ *
+ * A packet is followed ("tracked", by skb address) from the first probe
+ * where it is of interest: its headers match the session's filter in a
+ * traced namespace, its tuple belongs to a followed connection, or
+ * netfilter tracing selected it (skb->nf_trace). A tracked skb is followed
+ * into every namespace it crosses (veth moves the skb) until it is freed.
+ * Everything else costs a map lookup and a header parse.
+ */
+#include "vmlinux.h"
+#include <bpf_helpers.h>
+#include <bpf_core_read.h>
+#include <bpf_tracing.h>
+#include <bpf_endian.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define MAX_CLAUSES 16
+#define MAX_LITS 10
+#define HDR_LEN 64
+
+enum lit_kind { LIT_FAMILY = 1, LIT_PROTO = 2, LIT_ADDR = 3, LIT_PORT = 4, LIT_FRAG = 5 };
+enum field { FIELD_SRC = 1, FIELD_DST = 2 };
+enum event_kind { EV_RX = 1, EV_TX = 2, EV_DROP = 3, EV_ROUTE = 4, EV_FREE = 5 };
+enum counter { CNT_EVENTS = 0, CNT_LOST = 1, CNT_TRACKED = 2, CNT_MAX = 4 };
+
+/* One literal of a DNF clause (see package filter). */
+struct lit {
+	__u8 kind;
+	__u8 neg;
+	__u8 field;
+	__u8 family;
+	__u8 nprotos;
+	__u8 protos[3];
+	__u16 lo;
+	__u16 hi;
+	__u8 addr[16];
+	__u8 mask[16];
+};
+
+struct clause {
+	__u32 n;
+	struct lit lits[MAX_LITS];
+};
+
+struct config {
+	__u32 nclauses;
+	__u32 match_all;
+};
+
+struct tuple {
+	__u8 family;
+	__u8 proto;
+	__u16 sport;
+	__u16 dport;
+	__u16 pad;
+	__u8 src[16];
+	__u8 dst[16];
+};
+
+struct event {
+	__u64 ts;
+	__u64 skb;
+	__u64 location;
+	__u32 kind;
+	__u32 netns;
+	__u32 ifindex;
+	__u32 reason;
+	__s32 err;
+	__u32 table;
+	__u32 flow_saddr;
+	__u32 flow_daddr;
+	__u32 flow_iif;
+	__u32 flow_oif;
+	__u32 gw;
+	__u32 res_ifindex;
+	__u32 len;
+	__u8 nf_trace;
+	__u8 hdr_len;
+	__u8 pad[2];
+	char ifname[16];
+	char res_ifname[16];
+	__u8 hdr[HDR_LEN];
+};
+
+/* The packet being received on this CPU: route lookups in the same
+ * softirq belong to it. */
+struct current {
+	__u64 skb;
+	__u64 ts;
+	__u32 netns;
+	__u32 saddr;
+	__u32 daddr;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} config_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_CLAUSES);
+	__type(key, __u32);
+	__type(value, struct clause);
+} clauses SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u8);
+} traced_netns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct tuple);
+	__type(value, __u8);
+} flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} tracked SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct current);
+} rx_current SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+/* Force the event type into BTF for bpf2go. */
+const struct event *unused_event __attribute__((unused));
+
+struct parsed {
+	__u8 family;
+	__u8 proto;
+	__u8 frag;
+	__u8 has_ports;
+	__u16 sport;
+	__u16 dport;
+	__u8 src[16];
+	__u8 dst[16];
+	__u8 raw[HDR_LEN];
+	__u32 raw_len;
+};
+
+static __always_inline void count(__u32 c)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &c);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline int parse(const void *l3, struct parsed *p)
+{
+	if (!l3 || bpf_probe_read_kernel(p->raw, HDR_LEN, l3) < 0)
+		return -1;
+	p->raw_len = HDR_LEN;
+	__u8 v = p->raw[0] >> 4;
+	if (v == 4) {
+		__u32 ihl = (p->raw[0] & 0x0f) * 4;
+		p->family = 4;
+		p->proto = p->raw[9];
+		p->frag = ((p->raw[6] & 0x1f) | p->raw[7]) != 0;
+		__builtin_memcpy(p->src, &p->raw[12], 4);
+		__builtin_memcpy(p->dst, &p->raw[16], 4);
+		if (!p->frag && (p->proto == 6 || p->proto == 17 || p->proto == 132) && ihl >= 20 && ihl <= 56) {
+			__u16 sp = 0, dp = 0;
+			if (bpf_probe_read_kernel(&sp, 2, l3 + ihl) == 0 && bpf_probe_read_kernel(&dp, 2, l3 + ihl + 2) == 0) {
+				p->sport = bpf_ntohs(sp);
+				p->dport = bpf_ntohs(dp);
+				p->has_ports = 1;
+			}
+		}
+		return 0;
+	}
+	if (v == 6) {
+		p->family = 6;
+		p->proto = p->raw[6];
+		__builtin_memcpy(p->src, &p->raw[8], 16);
+		__builtin_memcpy(p->dst, &p->raw[24], 16);
+		if (p->proto == 6 || p->proto == 17 || p->proto == 132) {
+			__u16 sp = 0, dp = 0;
+			if (bpf_probe_read_kernel(&sp, 2, l3 + 40) == 0 && bpf_probe_read_kernel(&dp, 2, l3 + 42) == 0) {
+				p->sport = bpf_ntohs(sp);
+				p->dport = bpf_ntohs(dp);
+				p->has_ports = 1;
+			}
+		}
+		return 0;
+	}
+	return -1;
+}
+
+static __always_inline bool addr_in(const __u8 *a, const struct lit *l)
+{
+	int n = l->family == 4 ? 4 : 16;
+	for (int i = 0; i < 16; i++) {
+		if (i >= n)
+			break;
+		if ((a[i] & l->mask[i]) != l->addr[i])
+			return false;
+	}
+	return true;
+}
+
+/* lit_value evaluates a literal with the kernel semantics of
+ * filter.MatchClause; -1 means "false whether negated or not". */
+static __always_inline int lit_value(const struct lit *l, const struct parsed *p)
+{
+	switch (l->kind) {
+	case LIT_FAMILY:
+		return p->family == l->family;
+	case LIT_PROTO: {
+		int n = l->nprotos;
+		if (n == 0)
+			return 1; /* a set that did not fit: broader */
+		for (int i = 0; i < 3; i++)
+			if (i < n && l->protos[i] == p->proto)
+				return 1;
+		return 0;
+	}
+	case LIT_ADDR:
+		if (p->family != l->family)
+			return -1;
+		return addr_in(l->field == FIELD_SRC ? p->src : p->dst, l);
+	case LIT_PORT: {
+		if (!p->has_ports)
+			return -1;
+		__u16 v = l->field == FIELD_SRC ? p->sport : p->dport;
+		return v >= l->lo && v <= l->hi;
+	}
+	case LIT_FRAG:
+		if (l->neg)
+			return 0; /* negated: implied, treated as true below */
+		return p->frag;
+	}
+	return 1;
+}
+
+static __always_inline bool clause_matches(const struct clause *c, const struct parsed *p)
+{
+	__u32 n = c->n;
+	for (int j = 0; j < MAX_LITS; j++) {
+		if (j >= n)
+			break;
+		const struct lit *l = &c->lits[j];
+		if (l->kind == LIT_FRAG && l->neg)
+			continue;
+		int v = lit_value(l, p);
+		if (v < 0)
+			return false;
+		if ((v != 0) == (l->neg != 0))
+			return false;
+	}
+	return true;
+}
+
+static __always_inline bool filter_matches(const struct parsed *p)
+{
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config_map, &zero);
+	if (!cfg)
+		return false;
+	if (cfg->match_all)
+		return true;
+	for (__u32 i = 0; i < MAX_CLAUSES; i++) {
+		if (i >= cfg->nclauses)
+			break;
+		__u32 k = i;
+		struct clause *c = bpf_map_lookup_elem(&clauses, &k);
+		if (c && clause_matches(c, p))
+			return true;
+	}
+	return false;
+}
+
+static __always_inline bool flow_known(const struct parsed *p)
+{
+	struct tuple t = {};
+	t.family = p->family;
+	t.proto = p->proto;
+	t.sport = p->sport;
+	t.dport = p->dport;
+	__builtin_memcpy(t.src, p->src, 16);
+	__builtin_memcpy(t.dst, p->dst, 16);
+	return bpf_map_lookup_elem(&flows, &t) != NULL;
+}
+
+static __always_inline __u32 dev_netns(const struct net_device *dev)
+{
+	if (!dev)
+		return 0;
+	return BPF_CORE_READ(dev, nd_net.net, ns.inum);
+}
+
+static __always_inline __u32 skb_netns(const struct sk_buff *skb)
+{
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	if (dev)
+		return dev_netns(dev);
+	struct sock *sk = BPF_CORE_READ(skb, sk);
+	if (sk)
+		return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	return 0;
+}
+
+static __always_inline bool ns_traced(__u32 ns)
+{
+	return bpf_map_lookup_elem(&traced_netns, &ns) != NULL;
+}
+
+static __always_inline bool is_tracked(__u64 skb)
+{
+	return bpf_map_lookup_elem(&tracked, &skb) != NULL;
+}
+
+/* track follows an skb; the value is the namespace it was last seen in
+ * (a freed skb often has neither device nor socket). */
+static __always_inline void track(__u64 skb, __u32 netns)
+{
+	__u64 v = netns;
+	if (bpf_map_update_elem(&tracked, &skb, &v, BPF_NOEXIST) == 0)
+		count(CNT_TRACKED);
+	else
+		bpf_map_update_elem(&tracked, &skb, &v, BPF_EXIST);
+}
+
+static __always_inline __u32 last_netns(__u64 skb)
+{
+	__u64 *v = bpf_map_lookup_elem(&tracked, &skb);
+	return v ? (__u32)*v : 0;
+}
+
+static __always_inline const void *l3_of(const struct sk_buff *skb, bool at_rx)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	if (at_rx || nh == 0xffff || !head)
+		return BPF_CORE_READ(skb, data);
+	return head + nh;
+}
+
+static __always_inline struct event *reserve(void)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_LOST);
+		return NULL;
+	}
+	count(CNT_EVENTS);
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts = bpf_ktime_get_ns();
+	return e;
+}
+
+static __always_inline void fill(struct event *e, __u32 kind, const struct sk_buff *skb,
+				 const struct net_device *dev, const struct parsed *p)
+{
+	e->kind = kind;
+	e->skb = (__u64)skb;
+	e->len = BPF_CORE_READ(skb, len);
+	e->nf_trace = BPF_CORE_READ_BITFIELD_PROBED(skb, nf_trace);
+	if (dev) {
+		e->ifindex = BPF_CORE_READ(dev, ifindex);
+		BPF_CORE_READ_STR_INTO(&e->ifname, dev, name);
+		e->netns = dev_netns(dev);
+	} else {
+		e->netns = skb_netns(skb);
+	}
+	if (p) {
+		__builtin_memcpy(e->hdr, p->raw, HDR_LEN);
+		e->hdr_len = HDR_LEN;
+	}
+}
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(on_rx, struct sk_buff *skb)
+{
+	struct parsed p = {};
+	__u64 key = (__u64)skb;
+	if (parse(l3_of(skb, true), &p) < 0)
+		return 0;
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	if (!is_tracked(key)) {
+		if (!ns_traced(dev_netns(dev)))
+			return 0;
+		if (!filter_matches(&p) && !flow_known(&p))
+			return 0;
+	}
+	track(key, dev_netns(dev));
+	__u32 zero = 0;
+	struct current *cur = bpf_map_lookup_elem(&rx_current, &zero);
+	if (cur && p.family == 4) {
+		cur->skb = key;
+		cur->ts = bpf_ktime_get_ns();
+		cur->netns = dev_netns(dev);
+		__builtin_memcpy(&cur->saddr, p.src, 4);
+		__builtin_memcpy(&cur->daddr, p.dst, 4);
+	}
+	struct event *e = reserve();
+	if (!e)
+		return 0;
+	fill(e, EV_RX, skb, dev, &p);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/net_dev_start_xmit")
+int BPF_PROG(on_tx, const struct sk_buff *skb, const struct net_device *dev)
+{
+	struct parsed p = {};
+	__u64 key = (__u64)skb;
+	if (parse(l3_of(skb, false), &p) < 0)
+		return 0;
+	__u32 ns = dev_netns(dev);
+	if (!is_tracked(key)) {
+		if (!ns_traced(ns))
+			return 0;
+		bool sel = BPF_CORE_READ_BITFIELD_PROBED(skb, nf_trace);
+		if (!sel && !filter_matches(&p) && !flow_known(&p))
+			return 0;
+	}
+	track(key, ns);
+	struct event *e = reserve();
+	if (!e)
+		return 0;
+	fill(e, EV_TX, skb, dev, &p);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(on_kfree, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	__u64 key = (__u64)skb;
+	bool was = is_tracked(key);
+	__u32 ns = last_netns(key);
+	if (was)
+		bpf_map_delete_elem(&tracked, &key);
+	if (!was) {
+		/* Selected by netfilter tracing in a traced namespace, and
+		 * dropped before it reached a probe that would track it. */
+		if (!BPF_CORE_READ_BITFIELD_PROBED(skb, nf_trace) || !ns_traced(skb_netns(skb)))
+			return 0;
+	}
+	struct parsed p = {};
+	bool ok = parse(l3_of(skb, false), &p) == 0;
+	struct event *e = reserve();
+	if (!e)
+		return 0;
+	fill(e, EV_DROP, skb, BPF_CORE_READ(skb, dev), ok ? &p : NULL);
+	if (!e->netns)
+		e->netns = ns;
+	e->reason = reason;
+	e->location = (__u64)location;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/consume_skb")
+int BPF_PROG(on_consume, struct sk_buff *skb, void *location)
+{
+	__u64 key = (__u64)skb;
+	if (!is_tracked(key))
+		return 0;
+	__u32 ns = last_netns(key);
+	bpf_map_delete_elem(&tracked, &key);
+	/* The end of the packet's journey: the skb address may be reused. */
+	struct event *e = reserve();
+	if (!e)
+		return 0;
+	fill(e, EV_FREE, skb, BPF_CORE_READ(skb, dev), NULL);
+	if (!e->netns)
+		e->netns = ns;
+	e->location = (__u64)location;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/fib_table_lookup")
+int BPF_PROG(on_fib, __u32 tb_id, const struct flowi4 *flp, const struct fib_nh_common *nhc, int err)
+{
+	__u32 zero = 0;
+	struct current *cur = bpf_map_lookup_elem(&rx_current, &zero);
+	if (!cur || !cur->skb)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	if (now - cur->ts > 200000) /* 200 us: not this packet's processing any more */
+		return 0;
+	if (err == -11) /* -EAGAIN: no match in this table, the next rule decides */
+		return 0;
+	__u32 saddr = BPF_CORE_READ(flp, saddr);
+	__u32 daddr = BPF_CORE_READ(flp, daddr);
+	/* The packet's input route (source -> destination) or rp_filter's
+	 * reverse lookup (destination -> source); not the lookups ARP and
+	 * address checks make for the same addresses. */
+	bool forward = saddr == cur->saddr && daddr == cur->daddr;
+	bool reverse = saddr == cur->daddr && daddr == cur->saddr;
+	if (!forward && !reverse)
+		return 0;
+	struct event *e = reserve();
+	if (!e)
+		return 0;
+	e->kind = EV_ROUTE;
+	e->skb = cur->skb;
+	e->netns = cur->netns;
+	e->table = tb_id;
+	e->err = err;
+	e->flow_saddr = saddr;
+	e->flow_daddr = daddr;
+	e->flow_iif = BPF_CORE_READ(flp, __fl_common.flowic_iif);
+	e->flow_oif = BPF_CORE_READ(flp, __fl_common.flowic_oif);
+	if (nhc && err == 0) {
+		struct net_device *dev = BPF_CORE_READ(nhc, nhc_dev);
+		if (dev) {
+			e->res_ifindex = BPF_CORE_READ(dev, ifindex);
+			BPF_CORE_READ_STR_INTO(&e->res_ifname, dev, name);
+			/* The lookup's namespace: the same skb may be processed
+			 * by the next namespace on this CPU already. */
+			e->netns = dev_netns(dev);
+		}
+		if (BPF_CORE_READ(nhc, nhc_gw_family) == 2 /* AF_INET */)
+			e->gw = BPF_CORE_READ(nhc, nhc_gw.ipv4);
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}

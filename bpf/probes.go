@@ -1,0 +1,360 @@
+package bpf
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/nattrace/nattrace/event"
+	"github.com/nattrace/nattrace/filter"
+)
+
+// Kind is what a probe event reports.
+type Kind uint32
+
+const (
+	KindRx    Kind = 1 // netif_receive_skb: received on Ifname
+	KindTx    Kind = 2 // net_dev_start_xmit: sent on Ifname
+	KindDrop  Kind = 3 // kfree_skb: freed with a drop reason
+	KindRoute Kind = 4 // fib_table_lookup for the packet being received
+	KindFree  Kind = 5 // consume_skb: the packet's journey ended normally
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindRx:
+		return "rx"
+	case KindTx:
+		return "tx"
+	case KindDrop:
+		return "drop"
+	case KindRoute:
+		return "route"
+	case KindFree:
+		return "free"
+	}
+	return "unknown"
+}
+
+// Event is one probe event.
+type Event struct {
+	Kind     Kind
+	Time     time.Time
+	SKB      uint64 // skb address: the same packet across devices and namespaces
+	Netns    uint32 // namespace inode
+	Ifindex  uint32
+	Ifname   string
+	Len      uint32
+	NFTrace  bool   // netfilter tracing had selected the packet
+	Header   []byte // from the network header on (64 bytes)
+	Reason   uint32 // drop
+	Location uint64 // drop: kernel address
+	// route
+	Table      uint32
+	Err        int32
+	Src, Dst   netip.Addr // the lookup's flow
+	IIF, OIF   uint32
+	Gateway    netip.Addr
+	ResIfindex uint32
+	ResIfname  string
+}
+
+// Options configure the probes.
+type Options struct {
+	DNF   filter.DNF
+	Netns []uint32 // inodes of the traced namespaces: packets start being followed there
+}
+
+// Probe names, as doctor and the output name them.
+var probeNames = map[string]string{
+	"on_rx": "netif_receive_skb", "on_tx": "net_dev_start_xmit", "on_kfree": "kfree_skb",
+	"on_consume": "consume_skb", "on_fib": "fib_table_lookup",
+}
+
+// Probes are the loaded and attached programs.
+type Probes struct {
+	objs     probesObjects
+	links    []link.Link
+	rd       *ringbuf.Reader
+	boot     time.Time // wall clock at monotonic zero
+	Attached []string
+	Missing  map[string]string // probe -> why it is not attached
+	closing  sync.Once
+}
+
+// ErrUnsupported is returned when no probe could be loaded at all.
+var ErrUnsupported = errors.New("BPF probes unavailable")
+
+// Load loads the programs, fills the filter maps and attaches every probe
+// it can. A probe that cannot attach is listed in Missing; only when none
+// attaches is it an error.
+func Load(o Options) (*Probes, error) {
+	_ = rlimit.RemoveMemlock()
+	p := &Probes{Missing: map[string]string{}}
+	if err := loadProbesObjects(&p.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("%w: verifier: %v", ErrUnsupported, ve)
+		}
+		return nil, fmt.Errorf("%w: %v", ErrUnsupported, err)
+	}
+	if err := p.configure(o); err != nil {
+		p.objs.Close()
+		return nil, err
+	}
+	for _, x := range []struct {
+		name string
+		prog *ebpf.Program
+	}{{"on_rx", p.objs.OnRx}, {"on_tx", p.objs.OnTx}, {"on_kfree", p.objs.OnKfree},
+		{"on_consume", p.objs.OnConsume}, {"on_fib", p.objs.OnFib}} {
+		name := x.name
+		l, err := link.AttachTracing(link.TracingOptions{Program: x.prog})
+		if err != nil {
+			p.Missing[probeNames[name]] = err.Error()
+			continue
+		}
+		p.links = append(p.links, l)
+		p.Attached = append(p.Attached, probeNames[name])
+	}
+	if len(p.links) == 0 {
+		p.objs.Close()
+		return nil, fmt.Errorf("%w: no tracepoint attached (%v)", ErrUnsupported, p.Missing)
+	}
+	rd, err := ringbuf.NewReader(p.objs.Events)
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	p.rd = rd
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	p.boot = time.Now().Add(-time.Duration(ts.Nano()))
+	return p, nil
+}
+
+const (
+	maxClauses = 16
+	maxLits    = 10
+)
+
+// configure writes the filter and the traced namespaces into the maps. A
+// DNF that does not fit the kernel's table is replaced by "everything" in
+// the traced namespaces: broader, never narrower.
+func (p *Probes) configure(o Options) error {
+	var cfg probesConfig
+	clauses, ok := compile(o.DNF)
+	if !ok {
+		cfg.MatchAll = 1
+	}
+	for i, c := range clauses {
+		if err := p.objs.Clauses.Put(uint32(i), c); err != nil {
+			return err
+		}
+	}
+	cfg.Nclauses = uint32(len(clauses))
+	if err := p.objs.ConfigMap.Put(uint32(0), cfg); err != nil {
+		return err
+	}
+	for _, ns := range o.Netns {
+		if err := p.objs.TracedNetns.Put(ns, uint8(1)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// compile turns a DNF into the kernel's clause table; ok is false when it
+// does not fit (then everything matches).
+func compile(d filter.DNF) ([]probesClause, bool) {
+	if len(d) > maxClauses {
+		return nil, false
+	}
+	var out []probesClause
+	for _, c := range d {
+		if len(c) > maxLits {
+			return nil, false
+		}
+		var pc probesClause
+		for _, l := range c {
+			pl := probesLit{Neg: b2u(l.Neg), Lo: l.Lo, Hi: l.Hi}
+			switch l.Kind {
+			case filter.LitFamily:
+				pl.Kind, pl.Family = 1, l.Family
+			case filter.LitProto:
+				pl.Kind = 2
+				if len(l.Protos) <= 3 {
+					pl.Nprotos = uint8(len(l.Protos))
+					copy(pl.Protos[:], l.Protos)
+				} else if l.Neg {
+					continue // leaving a negated literal out is broader
+				}
+			case filter.LitAddr:
+				pl.Kind, pl.Field, pl.Family = 3, uint8(l.Field), 4
+				a := l.Prefix.Masked().Addr()
+				if a.Is6() {
+					pl.Family = 6
+				}
+				copy(pl.Addr[:], a.AsSlice())
+				for i := 0; i < l.Prefix.Bits(); i++ {
+					pl.Mask[i/8] |= 0x80 >> (i % 8)
+				}
+			case filter.LitPort:
+				pl.Kind, pl.Field = 4, uint8(l.Field)
+			case filter.LitFrag:
+				pl.Kind = 5
+			}
+			pc.Lits[pc.N] = pl
+			pc.N++
+		}
+		out = append(out, pc)
+	}
+	return out, true
+}
+
+func b2u(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Follow adds a connection's tuples (as packets carry them: original and
+// reply) so that its packets are followed from their first probe.
+func (p *Probes) Follow(tuples ...event.Tuple) error {
+	for _, t := range tuples {
+		k, ok := tupleKey(t)
+		if !ok {
+			continue
+		}
+		if err := p.objs.Flows.Put(k, uint8(1)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Unfollow removes tuples added with Follow.
+func (p *Probes) Unfollow(tuples ...event.Tuple) {
+	for _, t := range tuples {
+		if k, ok := tupleKey(t); ok {
+			p.objs.Flows.Delete(k)
+		}
+	}
+}
+
+func tupleKey(t event.Tuple) (probesTuple, bool) {
+	var k probesTuple
+	if !t.Src.IsValid() || !t.Dst.IsValid() {
+		return k, false
+	}
+	k.Family = 4
+	if t.Src.Is6() {
+		k.Family = 6
+	}
+	num, ok := filter.ProtoNumber(t.Proto)
+	if !ok {
+		return k, false
+	}
+	k.Proto = num
+	if t.ICMPType == nil {
+		k.Sport, k.Dport = t.Sport, t.Dport
+	}
+	copy(k.Src[:], t.Src.AsSlice())
+	copy(k.Dst[:], t.Dst.AsSlice())
+	return k, true
+}
+
+// Read calls fn for every event until Close.
+func (p *Probes) Read(fn func(*Event)) error {
+	for {
+		rec, err := p.rd.Read()
+		if err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		var raw probesEvent
+		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &raw); err != nil {
+			continue
+		}
+		fn(p.decode(&raw))
+	}
+}
+
+func cstr(b [16]int8) string {
+	out := make([]byte, 0, 16)
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		out = append(out, byte(c))
+	}
+	return string(out)
+}
+
+func ip4(v uint32) netip.Addr {
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], v) // network order in memory
+	return netip.AddrFrom4(b)
+}
+
+func (p *Probes) decode(r *probesEvent) *Event {
+	e := &Event{Kind: Kind(r.Kind), Time: p.boot.Add(time.Duration(r.Ts)), SKB: r.Skb, Netns: r.Netns,
+		Ifindex: r.Ifindex, Ifname: cstr(r.Ifname), Len: r.Len, NFTrace: r.NfTrace != 0,
+		Reason: r.Reason, Location: r.Location}
+	if r.HdrLen > 0 {
+		e.Header = append([]byte(nil), r.Hdr[:r.HdrLen]...)
+	}
+	if e.Kind == KindRoute {
+		e.Table, e.Err, e.IIF, e.OIF = r.Table, r.Err, r.FlowIif, r.FlowOif
+		e.Src, e.Dst = ip4(r.FlowSaddr), ip4(r.FlowDaddr)
+		if r.Gw != 0 {
+			e.Gateway = ip4(r.Gw)
+		}
+		e.ResIfindex, e.ResIfname = r.ResIfindex, cstr(r.ResIfname)
+	}
+	return e
+}
+
+// Counters returns how many events were sent, how many were lost because
+// the ring buffer was full, and how many packets were followed.
+func (p *Probes) Counters() (events, lost, tracked uint64) {
+	sum := func(i uint32) uint64 {
+		var vals []uint64
+		if err := p.objs.Counters.Lookup(i, &vals); err != nil {
+			return 0
+		}
+		var n uint64
+		for _, v := range vals {
+			n += v
+		}
+		return n
+	}
+	return sum(0), sum(1), sum(2)
+}
+
+// Close detaches the probes and frees the maps. Safe to call twice.
+func (p *Probes) Close() error {
+	p.closing.Do(func() {
+		for _, l := range p.links {
+			l.Close()
+		}
+		if p.rd != nil {
+			p.rd.Close()
+		}
+		p.objs.Close()
+	})
+	return nil
+}
