@@ -49,6 +49,7 @@ SIGHUP and panic; after a SIGKILL, 'nattrace cleanup' or the next run removes th
 	f.BoolVar(&o.json, "json", false, "print JSON Lines (see README: JSON contract)")
 	f.StringVar(&o.ReadyFile, "ready-file", "", "create this file once the trace rules are in place")
 	f.StringArrayVar(&o.Backend, "backend", nil, "tracing backend: auto, nft or legacy; NAMESPACE=BACKEND for one namespace (repeatable; default auto)")
+	f.BoolVar(&o.NoBPF, "no-bpf", false, "do not load the BPF probes (interfaces crossed, routes, kernel drop reasons)")
 	f.StringVar(&o.StateDir, "state-dir", "", "where session state files live (default /run/nattrace)")
 	f.MarkHidden("state-dir")
 	f.StringVar(&o.observations, "debug-observations", "", "write every observation as a JSON line to this file (test fixtures)")

@@ -96,6 +96,11 @@ const (
 	KindPolicy = "policy" // a base chain's policy applied
 	KindReturn = "return" // a chain ended and returned to its caller
 	KindNAT    = "nat"    // an address or port translation
+	KindRx     = "rx"     // received on a device (BPF)
+	KindTx     = "tx"     // handed to a device (BPF)
+	KindRoute  = "route"  // a routing decision (BPF)
+	KindRPF    = "rpfilter"
+	KindDrop   = "drop" // freed by the kernel with a drop reason (BPF)
 )
 
 // NAT kinds.
@@ -155,6 +160,17 @@ type Step struct {
 	Reverse bool       `json:"reverse,omitempty"`  // the reverse translation of a reply
 	By      string     `json:"by,omitempty"`       // "rule": a nat rule fired; "conntrack": the entry translated
 	SetupBy string     `json:"setup_by,omitempty"` // the rule that set the entry up, e.g. "nat/PREROUTING rule 3"
+	// kinds rx, tx, route, rpfilter, drop (BPF probes and the rp_filter check)
+	Netns      string `json:"netns,omitempty"`
+	Dev        string `json:"dev,omitempty"`
+	Dst        string `json:"dst,omitempty"`         // route: the destination looked up
+	GW         string `json:"gw,omitempty"`          // route: the gateway
+	Error      string `json:"error,omitempty"`       // route: the lookup's error
+	Mode       string `json:"mode,omitempty"`        // rpfilter: off, strict, loose
+	Result     string `json:"result,omitempty"`      // rpfilter: pass, fail
+	ReverseDev string `json:"reverse_dev,omitempty"` // rpfilter: where the route back to the source leaves
+	Reason     string `json:"reason,omitempty"`      // drop: the kernel's drop reason
+	Location   string `json:"location,omitempty"`    // drop: the kernel function that freed the packet
 }
 
 // Drop says what dropped a packet.
@@ -166,6 +182,10 @@ type Drop struct {
 	Position int    `json:"position,omitempty"`
 	Rule     string `json:"rule,omitempty"`
 	Reason   string `json:"reason,omitempty"`
+	Location string `json:"location,omitempty"` // the kernel function that freed it (BPF)
+	Dev      string `json:"dev,omitempty"`      // rp_filter: the input device
+	Mode     string `json:"mode,omitempty"`     // rp_filter: strict or loose
+	Fix      string `json:"fix,omitempty"`      // what would make the packet pass
 }
 
 // Fates of a packet.
@@ -195,6 +215,7 @@ type Packet struct {
 	Verdict   string    `json:"verdict"`
 	Drop      *Drop     `json:"drop,omitempty"`
 	Note      string    `json:"note,omitempty"`
+	EndNetns  string    `json:"end_netns,omitempty"` // the namespace the packet ended in, when not Netns
 }
 
 // FlowState is one step of a connection's conntrack history.
@@ -309,4 +330,7 @@ type Observation struct {
 	CT        CT
 	Step      Step
 	Flow      *CTFlow // conntrack source: the entry
+	SKB       uint64  // BPF source: the skb address (one packet across namespaces)
+	Probe     string  // BPF source: rx, tx, route, drop, free
+	Selected  bool    // BPF source: netfilter tracing had selected the packet (skb->nf_trace)
 }

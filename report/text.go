@@ -164,10 +164,51 @@ func natLine(s event.Step) string {
 	return line
 }
 
+// probeLine formats the steps the BPF probes and the rp_filter check add.
+func probeLine(s event.Step) string {
+	where := s.Netns
+	switch s.Kind {
+	case event.KindRx:
+		return fmt.Sprintf("%-11s %-28s received on %s", "rx", where, s.Dev)
+	case event.KindTx:
+		return fmt.Sprintf("%-11s %-28s sent on %s", "tx", where, s.Dev)
+	case event.KindRoute:
+		line := fmt.Sprintf("%-11s %-28s lookup %s in table %s", "route", where, s.Dst, s.Table)
+		if s.Error != "" {
+			return line + ": " + s.Error
+		}
+		line += ": via " + s.Dev
+		if s.GW != "" {
+			line += " gateway " + s.GW
+		}
+		return line
+	case event.KindRPF:
+		line := fmt.Sprintf("%-11s %-28s %s on %s", "rp_filter", where, s.Mode, s.Dev)
+		if s.Mode == "off" {
+			return line + ": not checked"
+		}
+		back := s.ReverseDev
+		if back == "" {
+			back = "no route"
+		}
+		return line + fmt.Sprintf(": route back to the source leaves by %s: %s", back, strings.ToUpper(s.Result))
+	case event.KindDrop:
+		line := fmt.Sprintf("%-11s %-28s freed by the kernel: %s", "drop", where, s.Reason)
+		if s.Location != "" {
+			line += " at " + s.Location
+		}
+		return line
+	}
+	return ""
+}
+
 // StepLine formats one step: hook, table/chain, position, rule and verdict.
 func StepLine(s event.Step) string {
-	if s.Kind == event.KindNAT {
+	switch s.Kind {
+	case event.KindNAT:
 		return natLine(s)
+	case event.KindRx, event.KindTx, event.KindRoute, event.KindRPF, event.KindDrop:
+		return probeLine(s)
 	}
 	where := s.Table + "/" + s.Chain
 	if s.Family != "" && s.Syntax == "nft" {
@@ -218,6 +259,16 @@ func Fate(p *event.Packet) string {
 	switch p.Verdict {
 	case event.FateDropped:
 		d := p.Drop
+		switch d.By {
+		case "rp_filter":
+			return fmt.Sprintf("DROPPED by rp_filter (%s mode on %s, %s). Fix: %s", d.Mode, d.Dev, d.Reason, d.Fix)
+		case "kernel":
+			s := "DROPPED by the kernel: " + d.Reason
+			if d.Location != "" {
+				s += " at " + d.Location
+			}
+			return s
+		}
 		if d.By == event.KindPolicy {
 			return fmt.Sprintf("DROPPED by %s/%s policy (%s)", d.Table, d.Chain, d.Rule)
 		}
@@ -227,11 +278,18 @@ func Fate(p *event.Packet) string {
 		}
 		return fmt.Sprintf("%s by %s/%s rule %d: %s", verb, d.Table, d.Chain, d.Position, d.Rule)
 	case event.FateForwarded:
+		s := "forwarded"
 		if p.OIF != "" {
-			return fmt.Sprintf("forwarded out of %s [%s]", p.OIF, p.Netns)
+			s = fmt.Sprintf("forwarded out of %s [%s]", p.OIF, p.Netns)
 		}
-		return "forwarded"
+		if p.Note != "" {
+			s += ", " + p.Note
+		}
+		return s
 	case event.FateDelivered:
+		if p.EndNetns != "" {
+			return fmt.Sprintf("delivered locally [%s]", p.EndNetns)
+		}
 		return fmt.Sprintf("delivered locally [%s]", p.Netns)
 	case event.FateSent:
 		if p.OIF != "" {
@@ -251,6 +309,9 @@ func (t *Text) Packet(p *event.Packet) {
 	defer t.mu.Unlock()
 	fmt.Fprintf(t.w, "%s\n", t.c(bold, Header(p)))
 	for _, s := range p.Steps {
+		if s.Kind == event.KindRPF && s.Mode == "off" {
+			continue // in the JSON; noise in text
+		}
 		line := StepLine(s)
 		if s.Verdict == event.VerdictDrop || s.Verdict == event.VerdictReject {
 			line = t.c(red, line)

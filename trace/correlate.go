@@ -2,6 +2,7 @@ package trace
 
 import (
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 	"time"
@@ -27,17 +28,31 @@ type Correlator struct {
 	orphans  []*event.Observation
 	conns    *connTable
 
+	journeys    map[uint64]*journey // open journeys by skb address
+	journeyList []*journey
+	// RPFilter checks a received packet against rp_filter (set by the
+	// session; nil: no rpfilter steps).
+	RPFilter func(netns, iif string, src, dst netip.Addr, dropped bool) *event.Step
+	// Rate limits packets known only from the BPF probes, per second.
+	Rate int
+	// Traced are the namespaces traced with netfilter (nil: all); packets
+	// known only from the probes are emitted when they were dropped there.
+	Traced    map[string]bool
+	bpfWindow time.Time
+	bpfCount  int
+
 	Stats CorrStats
 }
 
 // CorrStats are the correlator's counters.
 type CorrStats struct {
-	Events    uint64
-	Markers   map[string]uint64 // per namespace: packets this session selected and saw
-	Emitted   uint64
-	Filtered  uint64
-	Unmatched uint64 // events that belonged to no packet of this session
-	Flows     uint64
+	Events     uint64
+	Markers    map[string]uint64 // per namespace: packets this session selected and saw
+	Emitted    uint64
+	Filtered   uint64
+	Unmatched  uint64 // events that belonged to no packet of this session
+	Flows      uint64
+	BPFLimited uint64 // packets seen only by the probes, left out by the rate limit
 }
 
 type traceKey struct {
@@ -81,6 +96,9 @@ type pkt struct {
 	local    bool           // locally generated (selected at output)
 	ctDir    int            // conntrack direction: 0 original, 1 reply, -1 unknown
 	seq      int
+	prepared bool // steps, NAT and fate computed
+	keep     bool // passed the filter
+	merged   bool // part of another packet's timeline
 }
 
 type sortStep struct {
@@ -95,7 +113,7 @@ type sortStep struct {
 // packet that passes the filter.
 func NewCorrelator(f filter.Node, emit func(*event.Packet)) *Correlator {
 	return &Correlator{Filter: f, Idle: 150 * time.Millisecond, Emit: emit,
-		flows: map[string]uint64{}, byTrace: map[traceKey]*pkt{}, conns: newConnTable(),
+		flows: map[string]uint64{}, byTrace: map[traceKey]*pkt{}, conns: newConnTable(), journeys: map[uint64]*journey{},
 		Stats: CorrStats{Markers: map[string]uint64{}}}
 }
 
@@ -109,6 +127,8 @@ func (c *Correlator) Add(o *event.Observation) {
 		c.addLegacy(o)
 	case SourceConntrack:
 		c.conns.observe(c.Filter, o)
+	case SourceBPF:
+		c.addBPF(o)
 	}
 }
 
@@ -333,6 +353,7 @@ func (c *Correlator) Tick(now time.Time) {
 		}
 	}
 	c.orphans = orph
+	c.emitJourneys(now, false)
 	c.emitFlows(func(r *connRec) bool { return r.ended && now.Sub(r.endedAt) >= 2*c.Idle })
 }
 
@@ -351,6 +372,7 @@ func (c *Correlator) FlushPackets() {
 	c.open = nil
 	c.Stats.Unmatched += uint64(len(c.orphans))
 	c.orphans = nil
+	c.emitJourneys(time.Now(), true)
 }
 
 func (c *Correlator) emitFlows(ready func(*connRec) bool) {
@@ -363,14 +385,51 @@ func (c *Correlator) emitFlows(ready func(*connRec) bool) {
 }
 
 func (c *Correlator) finish(p *pkt) {
+	if p.merged {
+		return
+	}
+	if !c.prepare(p) {
+		return
+	}
+	if j := c.journeyOf(p); j != nil {
+		group := []*pkt{p}
+		for _, q := range c.open {
+			if q != p && !q.merged && c.journeyOf(q) == j && c.prepare(q) {
+				q.merged = true
+				group = append(group, q)
+			}
+		}
+		sort.SliceStable(group, func(a, b int) bool { return group[a].p.FirstSeen.Before(group[b].p.FirstSeen) })
+		j.used = true
+		c.merge(j, group)
+		p = group[0]
+		for _, q := range group[1:] {
+			q.merged = true
+		}
+		p.merged = true
+	}
+	c.Stats.Emitted++
+	if c.Emit != nil {
+		c.Emit(p.p)
+	}
+}
+
+// prepare computes a packet's steps, NAT steps, fate and flow; false when
+// the exact filter leaves it out.
+func (c *Correlator) prepare(p *pkt) bool {
+	if p.prepared {
+		return p.keep
+	}
+	p.prepared = true
 	if p.tkey != nil && c.byTrace[*p.tkey] == p {
 		delete(c.byTrace, *p.tkey)
 	}
 	rec := c.conns.lookup(p)
 	if !c.matches(p, rec) {
 		c.Stats.Filtered++
-		return
+		return false
 	}
+	p.keep = true
 	sort.SliceStable(p.snaps, func(i, j int) bool {
 		a, b := p.snaps[i], p.snaps[j]
 		return byPosition(a.order, b.order, a.prio, b.prio, a.seq, b.seq)
@@ -394,10 +453,11 @@ func (c *Correlator) finish(p *pkt) {
 	} else {
 		p.p.Flow = c.flowID(p.p)
 	}
-	c.Stats.Emitted++
-	if c.Emit != nil {
-		c.Emit(p.p)
-	}
+	return true
+}
+
+func matchHeader(c *Correlator, h *event.Header) bool {
+	return filter.Match(c.Filter, h.Fields())
 }
 
 // matches applies the exact filter: to the headers the packet was selected

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nattrace/nattrace/bpf"
 	"github.com/nattrace/nattrace/event"
 	"github.com/nattrace/nattrace/filter"
 	"github.com/nattrace/nattrace/netns"
@@ -44,6 +45,8 @@ type Options struct {
 	// ObservationLog, when set, receives every observation as a JSON line
 	// before correlation (to record test fixtures).
 	ObservationLog io.Writer
+	// NoBPF leaves the BPF probes out (interfaces, routes, drop reasons).
+	NoBPF bool
 }
 
 // DefaultRate is the default trace rate limit (packets per second per
@@ -90,6 +93,8 @@ type Session struct {
 	wg       sync.WaitGroup
 
 	selected, limited uint64
+	probes            *bpf.Probes
+	probeSrc          *probeSource
 }
 
 // Prepare validates the options and inspects every namespace. It changes
@@ -302,12 +307,42 @@ func (s *Session) Start() (err error) {
 			return err
 		}
 	}
+	if !s.opts.NoBPF {
+		s.startProbes()
+	}
 	if s.opts.ReadyFile != "" {
 		if err := os.WriteFile(s.opts.ReadyFile, []byte(s.ID+"\n"), 0o600); err != nil {
 			return fmt.Errorf("ready file: %w", err)
 		}
 	}
 	return nil
+}
+
+// startProbes loads the BPF probes; without them the session still runs
+// and says what it does not observe.
+func (s *Session) startProbes() {
+	var inodes []uint32
+	var traced []*netns.NS
+	for _, n := range s.nss {
+		inodes = append(inodes, uint32(n.ns.Inode))
+		traced = append(traced, n.ns)
+	}
+	p, err := bpf.Load(bpf.Options{DNF: s.dnf, Netns: inodes})
+	if err != nil {
+		s.warnings = append(s.warnings, fmt.Sprintf("BPF probes unavailable (%v): interfaces crossed, routes and kernel drop reasons are not observed", err))
+		return
+	}
+	for name, why := range p.Missing {
+		s.warnings = append(s.warnings, fmt.Sprintf("BPF probe %s not attached (%s): not observed", name, why))
+	}
+	s.probes = p
+	s.probeSrc = newProbeSource(p, traced)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.undoOnPanic()
+		_ = p.Read(func(e *bpf.Event) { s.push(s.probeSrc.observe(e)) })
+	}()
 }
 
 func (s *Session) record(n *nsSession, c state.Change) (int, error) {
@@ -448,12 +483,40 @@ func (s *Session) Run(ctx context.Context, sink Sink) (event.Stats, error) {
 		}
 	})
 	corr.EmitFlow = sink.Flow
+	corr.Rate = int(s.opts.Rate)
+	if s.probes != nil {
+		var nss []*netns.NS
+		for _, n := range s.nss {
+			nss = append(nss, n.ns)
+		}
+		corr.RPFilter = newRPChecker(nss).check
+		corr.Traced = map[string]bool{}
+		for _, ns := range nss {
+			corr.Traced[ns.Name] = true
+		}
+	}
 	add := corr.Add
+	if s.probes != nil {
+		// Followed connections' tuples let the probes pick their packets
+		// up from the first device they cross.
+		base := add
+		add = func(o *event.Observation) {
+			if f := o.Flow; f != nil {
+				if f.Event == event.CTDestroy {
+					s.probes.Unfollow(f.Orig, f.Reply)
+				} else {
+					s.probes.Follow(f.Orig, f.Reply)
+				}
+			}
+			base(o)
+		}
+	}
 	if w := s.opts.ObservationLog; w != nil {
 		enc := json.NewEncoder(w)
+		base := add
 		add = func(o *event.Observation) {
 			enc.Encode(o)
-			corr.Add(o)
+			base(o)
 		}
 	}
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -501,10 +564,15 @@ rest:
 	for _, v := range corr.Stats.Markers {
 		seen += v
 	}
+	st.RateLimited += corr.Stats.BPFLimited
 	if traced := s.selected - s.limited; traced > seen {
 		st.Lost = traced - seen
 	}
 	st.Lost += s.dropped.Load()
+	if s.probes != nil {
+		_, lost, _ := s.probes.Counters()
+		st.Lost += lost // probe events the ring buffer had no room for
+	}
 	var overruns uint64
 	for _, n := range s.nss {
 		if n.nftL != nil {
@@ -596,6 +664,9 @@ func (s *Session) closeListeners() {
 		if n.ct != nil {
 			n.ct.Close()
 		}
+	}
+	if s.probes != nil {
+		s.probes.Close()
 	}
 	s.wg.Wait()
 }

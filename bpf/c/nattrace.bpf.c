@@ -280,6 +280,27 @@ static __always_inline bool clause_matches(const struct clause *c, const struct 
 	return true;
 }
 
+struct match_ctx {
+	const struct parsed *p;
+	bool matched;
+};
+
+/* One clause per bpf_loop iteration: the verifier checks the callback
+ * once, instead of every clause of an unrolled loop at every call site. */
+static long clause_cb(__u32 i, void *ctx)
+{
+	struct match_ctx *m = ctx;
+	__u32 k = i;
+	struct clause *c = bpf_map_lookup_elem(&clauses, &k);
+	if (!c)
+		return 1;
+	if (clause_matches(c, m->p)) {
+		m->matched = true;
+		return 1;
+	}
+	return 0;
+}
+
 static __always_inline bool filter_matches(const struct parsed *p)
 {
 	__u32 zero = 0;
@@ -288,15 +309,12 @@ static __always_inline bool filter_matches(const struct parsed *p)
 		return false;
 	if (cfg->match_all)
 		return true;
-	for (__u32 i = 0; i < MAX_CLAUSES; i++) {
-		if (i >= cfg->nclauses)
-			break;
-		__u32 k = i;
-		struct clause *c = bpf_map_lookup_elem(&clauses, &k);
-		if (c && clause_matches(c, p))
-			return true;
-	}
-	return false;
+	__u32 n = cfg->nclauses;
+	if (n > MAX_CLAUSES)
+		n = MAX_CLAUSES;
+	struct match_ctx m = {.p = p, .matched = false};
+	bpf_loop(n, clause_cb, &m, 0);
+	return m.matched;
 }
 
 static __always_inline bool flow_known(const struct parsed *p)
@@ -516,11 +534,11 @@ int BPF_PROG(on_fib, __u32 tb_id, const struct flowi4 *flp, const struct fib_nh_
 		return 0;
 	__u32 saddr = BPF_CORE_READ(flp, saddr);
 	__u32 daddr = BPF_CORE_READ(flp, daddr);
-	/* The packet's input route (source -> destination) or rp_filter's
-	 * reverse lookup (destination -> source); not the lookups ARP and
-	 * address checks make for the same addresses. */
-	bool forward = saddr == cur->saddr && daddr == cur->daddr;
-	bool reverse = saddr == cur->daddr && daddr == cur->saddr;
+	/* The packet's input route (from its source, to its destination as
+	 * DNAT left it) or rp_filter's reverse lookup (to its source); not
+	 * the lookups ARP and address checks make (source 0). */
+	bool forward = saddr == cur->saddr && daddr != cur->saddr;
+	bool reverse = daddr == cur->saddr && saddr != 0;
 	if (!forward && !reverse)
 		return 0;
 	struct event *e = reserve();
