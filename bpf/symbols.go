@@ -88,6 +88,10 @@ func (k *Kallsyms) load() {
 	}
 }
 
+// Load reads /proc/kallsyms now (it is read on first use otherwise, which
+// can take a few hundred milliseconds in the middle of a trace).
+func (k *Kallsyms) Load() { k.once.Do(k.load) }
+
 // Symbol returns the function an address is in, or "" if unknown.
 func (k *Kallsyms) Symbol(addr uint64) string {
 	k.once.Do(k.load)

@@ -13,10 +13,15 @@ import (
 // Ping sends one ICMP echo request with the given id from a host to dst and
 // waits for the reply (raw socket: root only).
 func (l *Lab) Ping(host, dst string, id int, timeout time.Duration) error {
+	return l.PingFrom(host, "0.0.0.0", dst, id, timeout)
+}
+
+// PingFrom is Ping with the source address src (one of the host's).
+func (l *Lab) PingFrom(host, src, dst string, id int, timeout time.Duration) error {
 	var c *icmp.PacketConn
 	err := l.NS(host).Do(func() error {
 		var err error
-		c, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+		c, err = icmp.ListenPacket("ip4:icmp", src)
 		return err
 	})
 	if err != nil {

@@ -173,7 +173,11 @@ func probeLine(s event.Step) string {
 	case event.KindTx:
 		return fmt.Sprintf("%-11s %-28s sent on %s", "tx", where, s.Dev)
 	case event.KindRoute:
-		line := fmt.Sprintf("%-11s %-28s lookup %s in table %s", "route", where, s.Dst, s.Table)
+		what := "lookup"
+		if s.Result == "reverse" {
+			what = "reverse lookup (to the source)"
+		}
+		line := fmt.Sprintf("%-11s %-28s %s %s in table %s", "route", where, what, s.Dst, s.Table)
 		if s.Error != "" {
 			return line + ": " + s.Error
 		}

@@ -401,12 +401,10 @@ func (c *Correlator) finish(p *pkt) {
 		}
 		sort.SliceStable(group, func(a, b int) bool { return group[a].p.FirstSeen.Before(group[b].p.FirstSeen) })
 		j.used = true
-		c.merge(j, group)
-		p = group[0]
-		for _, q := range group[1:] {
+		p = c.merge(j, group)
+		for _, q := range group {
 			q.merged = true
 		}
-		p.merged = true
 	}
 	c.Stats.Emitted++
 	if c.Emit != nil {

@@ -23,6 +23,11 @@ type journey struct {
 
 func (c *Correlator) addBPF(o *event.Observation) {
 	j := c.journeys[o.SKB]
+	if j != nil && (o.Time.Sub(j.last) > time.Second || (o.Header != nil && j.fp != 0 && o.Header.Fingerprint() != j.fp)) {
+		// The skb address came back as another packet (some frees have
+		// no tracepoint).
+		j.closed = true
+	}
 	if j == nil || j.closed {
 		j = &journey{start: o.Time}
 		c.journeys[o.SKB] = j
@@ -82,8 +87,58 @@ func probeOrder(kind string) (int, int32) {
 	return 5, 0
 }
 
-// merge builds one timeline from a journey and the netfilter packets of it.
-func (c *Correlator) merge(j *journey, group []*pkt) {
+// routeSummary reduces a namespace's route lookups for one packet: per
+// destination the successful lookup, or one "no route" step when every
+// table missed (-EAGAIN per table; the kernel's ENETUNREACH is not traced).
+// A lookup to the packet's own source is rp_filter's reverse lookup.
+func routeSummary(obs []*event.Observation) map[*event.Observation]event.Step {
+	out := map[*event.Observation]event.Step{}
+	var src string
+	byDst := map[string][]*event.Observation{}
+	var dsts []string
+	for _, o := range obs {
+		if o.Probe == "rx" && o.Header != nil && src == "" {
+			src = o.Header.Tuple.Src.String()
+		}
+		if o.Probe != "route" {
+			continue
+		}
+		if _, ok := byDst[o.Step.Dst]; !ok {
+			dsts = append(dsts, o.Step.Dst)
+		}
+		byDst[o.Step.Dst] = append(byDst[o.Step.Dst], o)
+	}
+	for _, d := range dsts {
+		var ok, miss *event.Observation
+		for _, o := range byDst[d] {
+			if o.Step.Error == "" {
+				ok = o
+			} else if miss == nil {
+				miss = o
+			}
+		}
+		pick := ok
+		st := event.Step{}
+		if pick != nil {
+			st = pick.Step
+		} else {
+			pick = miss
+			st = miss.Step
+			if st.Error == "EAGAIN" {
+				st.Error = "no route (ENETUNREACH)"
+			}
+		}
+		if d == src {
+			st.Result = "reverse"
+		}
+		out[pick] = st
+	}
+	return out
+}
+
+// merge builds one timeline from a journey and the netfilter packets of it,
+// and returns the packet that carries it.
+func (c *Correlator) merge(j *journey, group []*pkt) *pkt {
 	sort.SliceStable(j.obs, func(a, b int) bool { return j.obs[a].Time.Before(j.obs[b].Time) })
 	byNS := map[string]*pkt{}
 	for _, q := range group {
@@ -104,7 +159,20 @@ func (c *Correlator) merge(j *journey, group []*pkt) {
 		}
 	}
 	multi := len(order) > 1
-	lead := group[0]
+	// The first and last packets in the order the journey crossed the
+	// namespaces (netfilter events of several namespaces come on several
+	// sockets: their receive times do not order them).
+	var inOrder []*pkt
+	for _, ns := range order {
+		if q := byNS[ns]; q != nil {
+			inOrder = append(inOrder, q)
+		}
+	}
+	lead := inOrder[0]
+	if lead != group[0] {
+		lead.p.ID, group[0].p.ID = group[0].p.ID, lead.p.ID // keep ids in emission order
+		lead.p.FirstSeen = group[0].p.FirstSeen
+	}
 	var steps []event.Step
 	for _, ns := range order {
 		var seg []sortStep
@@ -116,11 +184,25 @@ func (c *Correlator) merge(j *journey, group []*pkt) {
 				seg = append(seg, s)
 			}
 		}
+		var nsObs []*event.Observation
+		for _, o := range j.obs {
+			if o.Netns == ns {
+				nsObs = append(nsObs, o)
+			}
+		}
+		routes := routeSummary(nsObs)
 		for i, o := range j.obs {
 			if o.Netns != ns || o.Step.Kind == "" {
 				continue
 			}
 			st := o.Step
+			if o.Probe == "route" {
+				r, ok := routes[o]
+				if !ok {
+					continue
+				}
+				st = r
+			}
 			st.TNs = o.Time.Sub(lead.p.FirstSeen).Nanoseconds()
 			ord, prio := probeOrder(st.Kind)
 			seg = append(seg, sortStep{order: ord, prio: prio, seq: i, sub: 2, step: st})
@@ -142,7 +224,7 @@ func (c *Correlator) merge(j *journey, group []*pkt) {
 	}
 	// The fate: a kernel drop decides; else the last traced namespace's,
 	// or delivery in a later namespace the packet reached.
-	last := group[len(group)-1]
+	last := inOrder[len(inOrder)-1]
 	for _, q := range group {
 		if q.p.Verdict == event.FateDropped {
 			last = q
@@ -178,6 +260,7 @@ func (c *Correlator) merge(j *journey, group []*pkt) {
 			lead.p.Note = "then received in " + end.Netns + " and consumed there"
 		}
 	}
+	return lead
 }
 
 // rpfilterStep asks the session's rp_filter checker about a received packet.

@@ -30,6 +30,7 @@ func newProbeSource(p *bpf.Probes, traced []*netns.NS) *probeSource {
 		s.names[uint32(ns.Inode)] = ns.Name
 	}
 	s.reasons, _ = bpf.LoadDropReasons()
+	s.syms.Load()
 	return s
 }
 

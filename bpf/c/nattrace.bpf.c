@@ -357,11 +357,21 @@ static __always_inline bool is_tracked(__u64 skb)
 	return bpf_map_lookup_elem(&tracked, &skb) != NULL;
 }
 
-/* track follows an skb; the value is the namespace it was last seen in
- * (a freed skb often has neither device nor socket). */
-static __always_inline void track(__u64 skb, __u32 netns)
+/* A packet's fingerprint: fields that forwarding and NAT leave alone
+ * (IPv4 id and total length, IPv6 flow label and payload length). */
+static __always_inline __u32 fingerprint(const struct parsed *p)
 {
-	__u64 v = netns;
+	if (p->family == 4)
+		return ((__u32)p->raw[4] << 24 | (__u32)p->raw[5] << 16 | (__u32)p->raw[2] << 8 | p->raw[3]) ^ p->proto;
+	return (((__u32)p->raw[1] & 0x0f) << 24 | (__u32)p->raw[2] << 16 | (__u32)p->raw[3] << 8 | p->raw[5]) ^ ((__u32)p->raw[4] << 4) ^ p->proto;
+}
+
+/* track follows an skb. The value holds the packet's fingerprint and the
+ * namespace it was last seen in (a freed skb often has neither device nor
+ * socket). */
+static __always_inline void track(__u64 skb, __u32 netns, __u32 fp)
+{
+	__u64 v = (__u64)fp << 32 | netns;
 	if (bpf_map_update_elem(&tracked, &skb, &v, BPF_NOEXIST) == 0)
 		count(CNT_TRACKED);
 	else
@@ -372,6 +382,20 @@ static __always_inline __u32 last_netns(__u64 skb)
 {
 	__u64 *v = bpf_map_lookup_elem(&tracked, &skb);
 	return v ? (__u32)*v : 0;
+}
+
+/* tracked_as tells whether skb is tracked as this packet: some frees have
+ * no tracepoint (__kfree_skb), so an address can come back as another
+ * packet; then it is not tracked and goes through the filter again. */
+static __always_inline bool tracked_as(__u64 skb, const struct parsed *p)
+{
+	__u64 *v = bpf_map_lookup_elem(&tracked, &skb);
+	if (!v)
+		return false;
+	if ((__u32)(*v >> 32) == fingerprint(p))
+		return true;
+	bpf_map_delete_elem(&tracked, &skb);
+	return false;
 }
 
 static __always_inline const void *l3_of(const struct sk_buff *skb, bool at_rx)
@@ -424,13 +448,13 @@ int BPF_PROG(on_rx, struct sk_buff *skb)
 	if (parse(l3_of(skb, true), &p) < 0)
 		return 0;
 	struct net_device *dev = BPF_CORE_READ(skb, dev);
-	if (!is_tracked(key)) {
+	if (!tracked_as(key, &p)) {
 		if (!ns_traced(dev_netns(dev)))
 			return 0;
 		if (!filter_matches(&p) && !flow_known(&p))
 			return 0;
 	}
-	track(key, dev_netns(dev));
+	track(key, dev_netns(dev), fingerprint(&p));
 	__u32 zero = 0;
 	struct current *cur = bpf_map_lookup_elem(&rx_current, &zero);
 	if (cur && p.family == 4) {
@@ -456,14 +480,14 @@ int BPF_PROG(on_tx, const struct sk_buff *skb, const struct net_device *dev)
 	if (parse(l3_of(skb, false), &p) < 0)
 		return 0;
 	__u32 ns = dev_netns(dev);
-	if (!is_tracked(key)) {
+	if (!tracked_as(key, &p)) {
 		if (!ns_traced(ns))
 			return 0;
 		bool sel = BPF_CORE_READ_BITFIELD_PROBED(skb, nf_trace);
 		if (!sel && !filter_matches(&p) && !flow_known(&p))
 			return 0;
 	}
-	track(key, ns);
+	track(key, ns, fingerprint(&p));
 	struct event *e = reserve();
 	if (!e)
 		return 0;
@@ -529,8 +553,6 @@ int BPF_PROG(on_fib, __u32 tb_id, const struct flowi4 *flp, const struct fib_nh_
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
 	if (now - cur->ts > 200000) /* 200 us: not this packet's processing any more */
-		return 0;
-	if (err == -11) /* -EAGAIN: no match in this table, the next rule decides */
 		return 0;
 	__u32 saddr = BPF_CORE_READ(flp, saddr);
 	__u32 daddr = BPF_CORE_READ(flp, daddr);
