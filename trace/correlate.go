@@ -33,6 +33,9 @@ type Correlator struct {
 	// RPFilter checks a received packet against rp_filter (set by the
 	// session; nil: no rpfilter steps).
 	RPFilter func(netns, iif string, src, dst netip.Addr, dropped bool) *event.Step
+	// Stopped is set when no more packets are wanted (--count reached):
+	// later packets are neither emitted nor counted in their flows.
+	Stopped bool
 	// Rate limits packets known only from the BPF probes, per second.
 	Rate int
 	// Traced are the namespaces traced with netfilter (nil: all); packets
@@ -385,7 +388,7 @@ func (c *Correlator) emitFlows(ready func(*connRec) bool) {
 }
 
 func (c *Correlator) finish(p *pkt) {
-	if p.merged {
+	if p.merged || c.Stopped {
 		return
 	}
 	if !c.prepare(p) {

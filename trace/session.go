@@ -472,13 +472,15 @@ func (s *Session) Run(ctx context.Context, sink Sink) (event.Stats, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var emitted int
-	corr := NewCorrelator(s.expr, func(p *event.Packet) {
+	var corr *Correlator
+	corr = NewCorrelator(s.expr, func(p *event.Packet) {
 		if s.opts.Count > 0 && emitted >= s.opts.Count {
 			return
 		}
 		emitted++
 		sink.Packet(p)
 		if s.opts.Count > 0 && emitted >= s.opts.Count {
+			corr.Stopped = true
 			cancel()
 		}
 	})
