@@ -29,6 +29,7 @@ const (
 	KindDrop  Kind = 3 // kfree_skb: freed with a drop reason
 	KindRoute Kind = 4 // fib_table_lookup for the packet being received
 	KindFree  Kind = 5 // consume_skb: the packet's journey ended normally
+	KindNF    Kind = 6 // netfilter hook program: headers before/after NAT
 )
 
 func (k Kind) String() string {
@@ -43,6 +44,8 @@ func (k Kind) String() string {
 		return "route"
 	case KindFree:
 		return "free"
+	case KindNF:
+		return "nf"
 	}
 	return "unknown"
 }
@@ -68,6 +71,13 @@ type Event struct {
 	Gateway    netip.Addr
 	ResIfindex uint32
 	ResIfname  string
+	// nf: the hook (NF_INET_*), before (0) or after (1) NAT, and the
+	// conntrack entry's tuples read from the skb
+	Hook      uint8
+	AfterNAT  bool
+	CTOrig    event.Tuple
+	CTReply   event.Tuple
+	HasCTInfo bool
 }
 
 // Options configure the probes.
@@ -82,9 +92,38 @@ var probeNames = map[string]string{
 	"on_consume": "consume_skb", "on_fib": "fib_table_lookup",
 }
 
+// coreObjects are the tracepoint programs and the maps (every kernel with
+// BTF tracepoints); the netfilter programs are loaded separately, where the
+// kernel has BPF_PROG_TYPE_NETFILTER (6.4+).
+type coreObjects struct {
+	probesMaps
+	OnRx      *ebpf.Program `ebpf:"on_rx"`
+	OnTx      *ebpf.Program `ebpf:"on_tx"`
+	OnKfree   *ebpf.Program `ebpf:"on_kfree"`
+	OnConsume *ebpf.Program `ebpf:"on_consume"`
+	OnFib     *ebpf.Program `ebpf:"on_fib"`
+}
+
+func (o *coreObjects) Close() error {
+	for _, p := range []*ebpf.Program{o.OnRx, o.OnTx, o.OnKfree, o.OnConsume, o.OnFib} {
+		if p != nil {
+			p.Close()
+		}
+	}
+	return o.probesMaps.Close()
+}
+
+type nfObjects struct {
+	OnNfBefore *ebpf.Program `ebpf:"on_nf_before"`
+	OnNfAfter  *ebpf.Program `ebpf:"on_nf_after"`
+}
+
 // Probes are the loaded and attached programs.
 type Probes struct {
-	objs     probesObjects
+	spec     *ebpf.CollectionSpec
+	objs     coreObjects
+	nf       *nfObjects
+	nfErr    error
 	links    []link.Link
 	rd       *ringbuf.Reader
 	boot     time.Time // wall clock at monotonic zero
@@ -102,7 +141,12 @@ var ErrUnsupported = errors.New("BPF probes unavailable")
 func Load(o Options) (*Probes, error) {
 	_ = rlimit.RemoveMemlock()
 	p := &Probes{Missing: map[string]string{}}
-	if err := loadProbesObjects(&p.objs, nil); err != nil {
+	spec, err := loadProbes()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnsupported, err)
+	}
+	p.spec = spec
+	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("%w: verifier: %v", ErrUnsupported, ve)
@@ -317,6 +361,15 @@ func (p *Probes) decode(r *probesEvent) *Event {
 	if r.HdrLen > 0 {
 		e.Header = append([]byte(nil), r.Hdr[:r.HdrLen]...)
 	}
+	if e.Kind == KindNF {
+		e.Hook, e.AfterNAT = r.NfHook, r.NfPhase == 1
+		if r.CtOrigSrc != 0 {
+			proto := filter.ProtoName(r.CtProto)
+			e.HasCTInfo = true
+			e.CTOrig = event.Tuple{Proto: proto, Src: ip4(r.CtOrigSrc), Dst: ip4(r.CtOrigDst), Sport: r.CtOrigSport, Dport: r.CtOrigDport}
+			e.CTReply = event.Tuple{Proto: proto, Src: ip4(r.CtReplySrc), Dst: ip4(r.CtReplyDst), Sport: r.CtReplySport, Dport: r.CtReplyDport}
+		}
+	}
 	if e.Kind == KindRoute {
 		e.Table, e.Err, e.IIF, e.OIF = r.Table, r.Err, r.FlowIif, r.FlowOif
 		e.Src, e.Dst = ip4(r.FlowSaddr), ip4(r.FlowDaddr)
@@ -326,6 +379,83 @@ func (p *Probes) decode(r *probesEvent) *Event {
 		e.ResIfindex, e.ResIfname = r.ResIfindex, cstr(r.ResIfname)
 	}
 	return e
+}
+
+// Netfilter hook positions: just before and after NAT in the hooks where
+// NAT happens (NF_IP_PRI_NAT_DST -100, NF_IP_PRI_NAT_SRC 100).
+var nfPositions = []struct {
+	hook   uint32
+	name   string
+	before int32
+	after  int32
+}{
+	{0, "prerouting", -101, -99}, // NF_INET_PRE_ROUTING
+	{3, "output", -101, -99},     // NF_INET_LOCAL_OUT
+	{4, "postrouting", 99, 101},  // NF_INET_POST_ROUTING
+}
+
+// Priority of the netfilter snapshots, for ordering them among chains.
+func NFPriority(hook uint8, after bool) int32 {
+	for _, p := range nfPositions {
+		if uint8(p.hook) == hook {
+			if after {
+				return p.after
+			}
+			return p.before
+		}
+	}
+	return 0
+}
+
+// AttachNetfilter attaches the NAT snapshot programs inside a namespace
+// (BPF netfilter links are per namespace and must be created there; do
+// is a function that runs code inside it). A priority already taken by
+// another hook (EBUSY) is retried with its neighbours, on the same side of
+// NAT.
+func (p *Probes) AttachNetfilter(name string, do func(func() error) error) error {
+	if p.nf == nil && p.nfErr == nil {
+		nf := &nfObjects{}
+		opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+			"tracked": p.objs.Tracked, "events": p.objs.Events, "counters": p.objs.Counters,
+			"traced_netns": p.objs.TracedNetns, "flows": p.objs.Flows, "config_map": p.objs.ConfigMap,
+			"clauses": p.objs.Clauses, "rx_current": p.objs.RxCurrent,
+		}}
+		if err := p.spec.LoadAndAssign(nf, opts); err != nil {
+			p.nfErr = err
+		} else {
+			p.nf = nf
+		}
+	}
+	if p.nfErr != nil {
+		return fmt.Errorf("BPF netfilter programs: %w", p.nfErr)
+	}
+	return do(func() error {
+		for _, pos := range nfPositions {
+			for _, x := range []struct {
+				prog *ebpf.Program
+				prio int32
+				step int32
+			}{{p.nf.OnNfBefore, pos.before, -1}, {p.nf.OnNfAfter, pos.after, 1}} {
+				var err error
+				for i := int32(0); i < 20; i++ {
+					var l link.Link
+					l, err = link.AttachNetfilter(link.NetfilterOptions{Program: x.prog, ProtocolFamily: unix.NFPROTO_IPV4,
+						HookNumber: pos.hook, Priority: x.prio + x.step*i})
+					if err == nil {
+						p.links = append(p.links, l)
+						break
+					}
+					if !errors.Is(err, unix.EBUSY) {
+						break
+					}
+				}
+				if err != nil {
+					return fmt.Errorf("%s in %s: %w", pos.name, name, err)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // Counters returns how many events were sent, how many were lost because
@@ -353,6 +483,10 @@ func (p *Probes) Close() error {
 		}
 		if p.rd != nil {
 			p.rd.Close()
+		}
+		if p.nf != nil {
+			p.nf.OnNfBefore.Close()
+			p.nf.OnNfAfter.Close()
 		}
 		p.objs.Close()
 	})

@@ -36,29 +36,40 @@ type probesCurrent struct {
 }
 
 type probesEvent struct {
-	_          structs.HostLayout
-	Ts         uint64
-	Skb        uint64
-	Location   uint64
-	Kind       uint32
-	Netns      uint32
-	Ifindex    uint32
-	Reason     uint32
-	Err        int32
-	Table      uint32
-	FlowSaddr  uint32
-	FlowDaddr  uint32
-	FlowIif    uint32
-	FlowOif    uint32
-	Gw         uint32
-	ResIfindex uint32
-	Len        uint32
-	NfTrace    uint8
-	HdrLen     uint8
-	Pad        [2]uint8
-	Ifname     [16]int8
-	ResIfname  [16]int8
-	Hdr        [64]uint8
+	_            structs.HostLayout
+	Ts           uint64
+	Skb          uint64
+	Location     uint64
+	Kind         uint32
+	Netns        uint32
+	Ifindex      uint32
+	Reason       uint32
+	Err          int32
+	Table        uint32
+	FlowSaddr    uint32
+	FlowDaddr    uint32
+	FlowIif      uint32
+	FlowOif      uint32
+	Gw           uint32
+	ResIfindex   uint32
+	Len          uint32
+	NfTrace      uint8
+	HdrLen       uint8
+	NfHook       uint8
+	NfPhase      uint8
+	Ifname       [16]int8
+	ResIfname    [16]int8
+	Hdr          [64]uint8
+	CtOrigSrc    uint32
+	CtOrigDst    uint32
+	CtReplySrc   uint32
+	CtReplyDst   uint32
+	CtOrigSport  uint16
+	CtOrigDport  uint16
+	CtReplySport uint16
+	CtReplyDport uint16
+	CtProto      uint8
+	Pad2         [7]uint8
 }
 
 type probesLit struct {
@@ -128,11 +139,13 @@ type probesSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type probesProgramSpecs struct {
-	OnConsume *ebpf.ProgramSpec `ebpf:"on_consume"`
-	OnFib     *ebpf.ProgramSpec `ebpf:"on_fib"`
-	OnKfree   *ebpf.ProgramSpec `ebpf:"on_kfree"`
-	OnRx      *ebpf.ProgramSpec `ebpf:"on_rx"`
-	OnTx      *ebpf.ProgramSpec `ebpf:"on_tx"`
+	OnConsume  *ebpf.ProgramSpec `ebpf:"on_consume"`
+	OnFib      *ebpf.ProgramSpec `ebpf:"on_fib"`
+	OnKfree    *ebpf.ProgramSpec `ebpf:"on_kfree"`
+	OnNfAfter  *ebpf.ProgramSpec `ebpf:"on_nf_after"`
+	OnNfBefore *ebpf.ProgramSpec `ebpf:"on_nf_before"`
+	OnRx       *ebpf.ProgramSpec `ebpf:"on_rx"`
+	OnTx       *ebpf.ProgramSpec `ebpf:"on_tx"`
 }
 
 // probesMapSpecs contains maps before they are loaded into the kernel.
@@ -210,11 +223,13 @@ type probesVariables struct {
 //
 // It can be passed to loadProbesObjects or ebpf.CollectionSpec.LoadAndAssign.
 type probesPrograms struct {
-	OnConsume *ebpf.Program `ebpf:"on_consume"`
-	OnFib     *ebpf.Program `ebpf:"on_fib"`
-	OnKfree   *ebpf.Program `ebpf:"on_kfree"`
-	OnRx      *ebpf.Program `ebpf:"on_rx"`
-	OnTx      *ebpf.Program `ebpf:"on_tx"`
+	OnConsume  *ebpf.Program `ebpf:"on_consume"`
+	OnFib      *ebpf.Program `ebpf:"on_fib"`
+	OnKfree    *ebpf.Program `ebpf:"on_kfree"`
+	OnNfAfter  *ebpf.Program `ebpf:"on_nf_after"`
+	OnNfBefore *ebpf.Program `ebpf:"on_nf_before"`
+	OnRx       *ebpf.Program `ebpf:"on_rx"`
+	OnTx       *ebpf.Program `ebpf:"on_tx"`
 }
 
 func (p *probesPrograms) Close() error {
@@ -222,6 +237,8 @@ func (p *probesPrograms) Close() error {
 		p.OnConsume,
 		p.OnFib,
 		p.OnKfree,
+		p.OnNfAfter,
+		p.OnNfBefore,
 		p.OnRx,
 		p.OnTx,
 	)

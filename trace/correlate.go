@@ -391,13 +391,23 @@ func (c *Correlator) finish(p *pkt) {
 	if p.merged || c.Stopped {
 		return
 	}
+	j := c.journeyOf(p)
+	if j != nil && !p.prepared {
+		addProbeSnapshots(p, j)
+	}
 	if !c.prepare(p) {
 		return
 	}
-	if j := c.journeyOf(p); j != nil {
+	if j != nil {
 		group := []*pkt{p}
 		for _, q := range c.open {
-			if q != p && !q.merged && c.journeyOf(q) == j && c.prepare(q) {
+			if q == p || q.merged || c.journeyOf(q) != j {
+				continue
+			}
+			if !q.prepared {
+				addProbeSnapshots(q, j)
+			}
+			if c.prepare(q) {
 				q.merged = true
 				group = append(group, q)
 			}

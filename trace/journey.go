@@ -72,6 +72,31 @@ func (c *Correlator) journeyOf(p *pkt) *journey {
 	return best
 }
 
+// addProbeSnapshots gives a packet the headers the probes saw in its
+// namespace: on receive, around NAT (BPF netfilter programs) and on
+// transmit; the NAT steps are computed from all snapshots.
+func addProbeSnapshots(p *pkt, j *journey) {
+	for _, o := range j.obs {
+		if o.Netns != p.netns || o.Header == nil {
+			continue
+		}
+		var sn snapshot
+		switch o.Probe {
+		case "rx":
+			sn = snapshot{order: event.HookPrerouting.Order(), prio: math.MinInt32, hook: event.HookPrerouting}
+		case "nf":
+			sn = snapshot{order: o.Hook.Order(), prio: o.Priority, hook: o.Hook, oif: o.Step.Dev}
+		case "tx":
+			sn = snapshot{order: event.HookPostrouting.Order(), prio: math.MaxInt32, hook: event.HookPostrouting, oif: o.Step.Dev}
+		default:
+			continue
+		}
+		p.seq++
+		sn.seq, sn.t = p.seq, o.Header.Tuple
+		p.snaps = append(p.snaps, sn)
+	}
+}
+
 // Ordering of probe steps inside one namespace's part of a timeline.
 func probeOrder(kind string) (int, int32) {
 	switch kind {

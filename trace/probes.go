@@ -92,6 +92,11 @@ func (s *probeSource) observe(e *bpf.Event) *event.Observation {
 		st.Location = s.syms.Symbol(e.Location)
 	case bpf.KindFree:
 		st.Kind = ""
+	case bpf.KindNF:
+		// A header snapshot before or after NAT, not a step.
+		st.Kind = ""
+		o.Hook = map[uint8]event.Hook{0: event.HookPrerouting, 1: event.HookInput, 3: event.HookOutput, 4: event.HookPostrouting}[e.Hook]
+		o.Priority = bpf.NFPriority(e.Hook, e.AfterNAT)
 	}
 	o.Step = st
 	return o

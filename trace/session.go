@@ -337,6 +337,12 @@ func (s *Session) startProbes() {
 	}
 	s.probes = p
 	s.probeSrc = newProbeSource(p, traced)
+	for _, n := range s.nss {
+		if err := p.AttachNetfilter(n.ns.Name, n.ns.Do); err != nil {
+			s.warnings = append(s.warnings, fmt.Sprintf("BPF netfilter snapshots around NAT unavailable (%v): translations come from trace events and conntrack only", err))
+			break
+		}
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

@@ -25,7 +25,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 enum lit_kind { LIT_FAMILY = 1, LIT_PROTO = 2, LIT_ADDR = 3, LIT_PORT = 4, LIT_FRAG = 5 };
 enum field { FIELD_SRC = 1, FIELD_DST = 2 };
-enum event_kind { EV_RX = 1, EV_TX = 2, EV_DROP = 3, EV_ROUTE = 4, EV_FREE = 5 };
+enum event_kind { EV_RX = 1, EV_TX = 2, EV_DROP = 3, EV_ROUTE = 4, EV_FREE = 5, EV_NF = 6 };
 enum counter { CNT_EVENTS = 0, CNT_LOST = 1, CNT_TRACKED = 2, CNT_MAX = 4 };
 
 /* One literal of a DNF clause (see package filter). */
@@ -81,10 +81,22 @@ struct event {
 	__u32 len;
 	__u8 nf_trace;
 	__u8 hdr_len;
-	__u8 pad[2];
+	__u8 nf_hook;  /* EV_NF: NF_INET_* hook */
+	__u8 nf_phase; /* EV_NF: 0 before NAT, 1 after NAT */
 	char ifname[16];
 	char res_ifname[16];
 	__u8 hdr[HDR_LEN];
+	/* EV_NF: the conntrack entry's tuples (IPv4), 0 without one */
+	__u32 ct_orig_src;
+	__u32 ct_orig_dst;
+	__u32 ct_reply_src;
+	__u32 ct_reply_dst;
+	__u16 ct_orig_sport;
+	__u16 ct_orig_dport;
+	__u16 ct_reply_sport;
+	__u16 ct_reply_dport;
+	__u8 ct_proto;
+	__u8 pad2[7];
 };
 
 /* The packet being received on this CPU: route lookups in the same
@@ -589,4 +601,65 @@ int BPF_PROG(on_fib, __u32 tb_id, const struct flowi4 *flp, const struct fib_nh_
 	}
 	bpf_ringbuf_submit(e, 0);
 	return 0;
+}
+
+/* BPF netfilter programs, attached inside each traced namespace just before
+ * and after NAT (DNAT in prerouting and output, SNAT in postrouting): the
+ * packet's headers on both sides of the translation, and the conntrack
+ * entry's tuples from the skb. */
+static __always_inline int nf_snapshot(struct bpf_nf_ctx *ctx, __u8 phase)
+{
+	struct sk_buff *skb = ctx->skb;
+	const struct nf_hook_state *state = ctx->state;
+	struct parsed p = {};
+	if (parse(l3_of(skb, false), &p) < 0)
+		return 1; /* NF_ACCEPT */
+	__u64 key = (__u64)skb;
+	__u32 ns = BPF_CORE_READ(state, net, ns.inum);
+	if (!tracked_as(key, &p)) {
+		/* Locally generated packets are tracked from their first probe
+		 * after netfilter tracing selected them. */
+		if (!BPF_CORE_READ_BITFIELD_PROBED(skb, nf_trace) || !ns_traced(ns))
+			return 1;
+		track(key, ns, fingerprint(&p));
+	}
+	struct event *e = reserve();
+	if (!e)
+		return 1;
+	fill(e, EV_NF, skb, NULL, &p);
+	e->netns = ns;
+	e->nf_hook = BPF_CORE_READ(state, hook);
+	e->nf_phase = phase;
+	struct net_device *out = BPF_CORE_READ(state, out);
+	if (out) {
+		e->ifindex = BPF_CORE_READ(out, ifindex);
+		BPF_CORE_READ_STR_INTO(&e->ifname, out, name);
+	}
+	unsigned long nfct = BPF_CORE_READ(skb, _nfct);
+	struct nf_conn *ct = (struct nf_conn *)(nfct & ~7UL);
+	if (ct) {
+		e->ct_orig_src = BPF_CORE_READ(ct, tuplehash[0].tuple.src.u3.ip);
+		e->ct_orig_dst = BPF_CORE_READ(ct, tuplehash[0].tuple.dst.u3.ip);
+		e->ct_orig_sport = bpf_ntohs(BPF_CORE_READ(ct, tuplehash[0].tuple.src.u.all));
+		e->ct_orig_dport = bpf_ntohs(BPF_CORE_READ(ct, tuplehash[0].tuple.dst.u.all));
+		e->ct_reply_src = BPF_CORE_READ(ct, tuplehash[1].tuple.src.u3.ip);
+		e->ct_reply_dst = BPF_CORE_READ(ct, tuplehash[1].tuple.dst.u3.ip);
+		e->ct_reply_sport = bpf_ntohs(BPF_CORE_READ(ct, tuplehash[1].tuple.src.u.all));
+		e->ct_reply_dport = bpf_ntohs(BPF_CORE_READ(ct, tuplehash[1].tuple.dst.u.all));
+		e->ct_proto = BPF_CORE_READ(ct, tuplehash[0].tuple.dst.protonum);
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 1;
+}
+
+SEC("netfilter")
+int on_nf_before(struct bpf_nf_ctx *ctx)
+{
+	return nf_snapshot(ctx, 0);
+}
+
+SEC("netfilter")
+int on_nf_after(struct bpf_nf_ctx *ctx)
+{
+	return nf_snapshot(ctx, 1);
 }

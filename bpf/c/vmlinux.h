@@ -84,6 +84,53 @@ struct sk_buff {
 	unsigned char *data;
 	int skb_iif;
 	__u32 mark;
+	unsigned long _nfct;
+};
+
+struct nf_hook_state {
+	__u8 hook;
+	__u8 pf;
+	struct net_device *in;
+	struct net_device *out;
+	struct net *net;
+};
+
+struct bpf_nf_ctx {
+	const struct nf_hook_state *state;
+	struct sk_buff *skb;
+};
+
+union nf_inet_addr {
+	__u32 all[4];
+	__be32 ip;
+};
+
+union nf_conntrack_man_proto {
+	__be16 all;
+};
+
+struct nf_conntrack_man {
+	union nf_inet_addr u3;
+	union nf_conntrack_man_proto u;
+};
+
+struct nf_conntrack_tuple {
+	struct nf_conntrack_man src;
+	struct {
+		union nf_inet_addr u3;
+		union {
+			__be16 all;
+		} u;
+		__u8 protonum;
+	} dst;
+};
+
+struct nf_conntrack_tuple_hash {
+	struct nf_conntrack_tuple tuple;
+};
+
+struct nf_conn {
+	struct nf_conntrack_tuple_hash tuplehash[2];
 };
 
 struct flowi_common {

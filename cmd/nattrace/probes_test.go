@@ -208,3 +208,45 @@ func TestProbesUnrelatedNamespaces(t *testing.T) {
 		t.Fatalf("%d packets, %d events from namespaces that are not traced", len(out.Packets), out.Stats.Events)
 	}
 }
+
+// The BPF netfilter programs around NAT sharpen the nat steps: with the
+// legacy TRACE rule there are no nft observer chains, and nat chains see
+// only a connection's first packet, so a later packet's MASQUERADE is seen
+// only in the snapshots before and after SNAT. Without the probes it is not.
+func TestProbesNATSnapshots(t *testing.T) {
+	for _, probes := range []bool{true, false} {
+		t.Run(map[bool]string{true: "probes", false: "no-bpf"}[probes], func(t *testing.T) {
+			l := labtest.ClientRouterServer(t)
+			if err := l.Iptables("router", true, masqRules); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			l.ListenTCP(ctx, "server", ":8080")
+			extra := []string{"--backend", "legacy"}
+			if !probes {
+				extra = append(extra, "--no-bpf")
+			}
+			out := traceNAT(t, l, extra, "tcp and dst port 8080", func() {
+				if _, err := l.Exchange("client", lab.ServerAddr+":8080", 3*time.Second); err != nil {
+					t.Fatal(err)
+				}
+			})
+			ack := packetWith(out, flags("[.]"))
+			if ack == nil {
+				t.Fatalf("no ACK:\n%s", labtest.Describe(out.Packets))
+			}
+			ns := natSteps(ack)
+			if !probes {
+				if len(ns) != 0 {
+					t.Fatalf("without probes a later packet's SNAT is not visible, got %+v", ns)
+				}
+				return
+			}
+			if len(ns) != 1 || ns[0].NAT != event.NATMasquerade || ns[0].By != "conntrack" || ns[0].After.Src.String() != lab.RouterOutAddr ||
+				ns[0].SetupBy != "nat/POSTROUTING rule 1" || ns[0].OIF != "r1" {
+				t.Fatalf("ACK nat %+v\n%s", ns, labtest.Describe([]*event.Packet{ack}))
+			}
+		})
+	}
+}
