@@ -69,10 +69,13 @@ type Proto struct {
 
 // Addr matches a source and/or destination address inside Prefix.
 // Host is true when it was written as "host" (Prefix is a single address).
+// IPOnly is true when written with "ip"/"ip6" ("ip host X"): capture
+// filters then leave ARP out, as libpcap does.
 type Addr struct {
 	Dir    Dir
 	Prefix netip.Prefix
 	Host   bool
+	IPOnly bool
 }
 
 // Port matches transport ports in [Lo, Hi]. Proto is 0 for "any of tcp, udp,
@@ -115,10 +118,17 @@ func (n Proto) String() string {
 	return s
 }
 func (n Addr) String() string {
-	if n.Host {
-		return n.Dir.String() + "host " + n.Prefix.Addr().String()
+	q := ""
+	if n.IPOnly {
+		q = "ip "
+		if n.Prefix.Addr().Is6() {
+			q = "ip6 "
+		}
 	}
-	return n.Dir.String() + "net " + n.Prefix.String()
+	if n.Host {
+		return q + n.Dir.String() + "host " + n.Prefix.Addr().String()
+	}
+	return q + n.Dir.String() + "net " + n.Prefix.String()
 }
 func (n Port) String() string {
 	var b strings.Builder

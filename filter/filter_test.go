@@ -38,7 +38,7 @@ func TestParseValid(t *testing.T) {
 		{"(tcp or udp) and host 10.200.1.1", "(tcp or udp) and host 10.200.1.1"},
 		{"ip", "ip"},
 		{"ip6 and tcp", "ip6 and tcp"},
-		{"ip host 10.0.0.1", "host 10.0.0.1"},
+		{"ip host 10.0.0.1", "ip host 10.0.0.1"},
 		{"port http", "port 80"},
 		{"10.200.1.2", "host 10.200.1.2"},
 		{"TCP AND PORT 80", "tcp and port 80"},

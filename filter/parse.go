@@ -361,7 +361,7 @@ func (p *parser) parseValue(q qual) (Node, error) {
 		if q.family != 0 && !familyOK(a, q.family) {
 			return nil, p.errAt(v, fmt.Sprintf("address is not %s", Family{q.family}))
 		}
-		n = Addr{Dir: q.dir, Prefix: netip.PrefixFrom(a, a.BitLen()), Host: true}
+		n = Addr{Dir: q.dir, Prefix: netip.PrefixFrom(a, a.BitLen()), Host: true, IPOnly: q.family != 0}
 	case "net":
 		pfx, err := p.parseNet(v)
 		if err != nil {
@@ -370,7 +370,7 @@ func (p *parser) parseValue(q qual) (Node, error) {
 		if q.family != 0 && !familyOK(pfx.Addr(), q.family) {
 			return nil, p.errAt(v, fmt.Sprintf("network is not %s", Family{q.family}))
 		}
-		n = Addr{Dir: q.dir, Prefix: pfx}
+		n = Addr{Dir: q.dir, Prefix: pfx, IPOnly: q.family != 0}
 	case "port":
 		port, err := parsePort(v.text)
 		if err != nil {

@@ -6,6 +6,7 @@ set -euo pipefail
 declare -A pkg=(
   [ip]=iproute2 [nft]=nftables [iptables-nft-save]=iptables [iptables-legacy-save]=iptables
   [iptables-legacy-restore]=iptables [nsenter]=util-linux [conntrack]=conntrack
+  [tcpdump]=tcpdump
 )
 missing=()
 for cmd in "${!pkg[@]}"; do
