@@ -89,6 +89,12 @@ func TestParseErrors(t *testing.T) {
 		{"src tcp", 5, "expected host, net, port or portrange"},
 		{"net 10.0.0.0 mask 255.0.255.0", 19, "not contiguous"},
 		{"tcp host 1.2.3.4", 5, "cannot follow a transport protocol"},
+		{"vlan and tcp", 1, `"vlan" is pcap-filter syntax that nattrace does not support`},
+		{"tcp and greater 100", 9, `"greater" is pcap-filter syntax that nattrace does not support`},
+		{"tcp[13] & 2 != 0", 4, "byte-offset expressions"},
+		{"ether host 02:00:00:00:00:01", 1, `"ether" is pcap-filter syntax`},
+		{"arp", 1, `"arp" is pcap-filter syntax`},
+		{"len <= 100", 5, "comparison expressions are not supported"},
 	}
 	for _, c := range cases {
 		_, err := Parse(c.in)

@@ -44,6 +44,10 @@ func lex(expr string) ([]token, error) {
 			}
 			toks = append(toks, token{expr[i:j], i})
 			i = j
+		case c == '[':
+			return nil, &SyntaxError{Expr: expr, Pos: i, Token: "[", Reason: "byte-offset expressions (such as tcp[13] & 2 != 0) are not supported"}
+		case strings.ContainsRune("<>=+*%^", rune(c)):
+			return nil, &SyntaxError{Expr: expr, Pos: i, Token: string(c), Reason: "arithmetic and comparison expressions are not supported"}
 		default:
 			return nil, &SyntaxError{Expr: expr, Pos: i, Token: string(rune(c)), Reason: "unexpected character"}
 		}
@@ -65,6 +69,17 @@ type parser struct {
 	toks []token
 	i    int
 	last *qual
+}
+
+// unsupported are pcap-filter keywords nattrace rejects by name rather
+// than misreading them.
+var unsupported = map[string]bool{
+	"vlan": true, "mpls": true, "pppoed": true, "pppoes": true, "geneve": true, "greater": true, "less": true,
+	"len": true, "ether": true, "arp": true, "rarp": true, "broadcast": true, "multicast": true, "gateway": true,
+	"inbound": true, "outbound": true, "ifname": true, "on": true, "rnr": true, "rulenum": true, "reason": true,
+	"rset": true, "ruleset": true, "srnr": true, "subrulenum": true, "action": true, "wlan": true, "type": true,
+	"subtype": true, "dir": true, "atalk": true, "aarp": true, "decnet": true, "iso": true, "stp": true, "ipx": true,
+	"netbeui": true, "llc": true, "fddi": true, "tr": true, "ah": false, "esp": false, "protochain": true,
 }
 
 // MaxLength is the longest expression accepted.
@@ -328,6 +343,9 @@ func (p *parser) parsePrimitive() (Node, error) {
 	}
 	if qualified {
 		return nil, p.errAt(t, "expected host, net, port or portrange")
+	}
+	if unsupported[kw] {
+		return nil, p.errAt(t, fmt.Sprintf("%q is pcap-filter syntax that nattrace does not support (supported: host, net, port, portrange, tcp, udp, icmp, icmp6, sctp, proto, ip, ip6, and, or, not)", t.text))
 	}
 	// A bare value: inherit the previous primitive's qualifiers.
 	p.i--
