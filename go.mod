@@ -6,6 +6,7 @@ require (
 	github.com/cilium/ebpf v0.20.0
 	github.com/florianl/go-nflog/v2 v2.3.0
 	github.com/google/nftables v0.3.0
+	github.com/gopacket/gopacket v1.3.1
 	github.com/mdlayher/netlink v1.9.1-0.20260312172110-2a932c0fc1ae
 	github.com/spf13/cobra v1.10.2
 	github.com/ti-mo/conntrack v0.5.2

@@ -42,10 +42,10 @@ var diffExprs = []string{
 
 // frame kinds of the corpus
 type pkt struct {
-	name string
-	l3   []byte // network layer (IPv4, IPv6 or ARP)
+	name  string
+	l3    []byte // network layer (IPv4, IPv6 or ARP)
 	etype uint16
-	vlan bool
+	vlan  bool
 }
 
 func csum(b []byte) uint16 { return 0 }
