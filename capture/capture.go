@@ -23,6 +23,8 @@ import (
 type Options struct {
 	Interfaces []string // IFACE, NETNS/IFACE or any (default any)
 	Netns      []string // namespaces for IFACE and any (default the current one)
+	// Namespaces, when set, are used instead of Netns (already resolved).
+	Namespaces []*netns.NS
 	Filter     string
 	Snaplen    uint32
 	Count      int
@@ -32,6 +34,13 @@ type Options struct {
 	ReadyFile  string
 	Ring       RingConfig
 	Window     time.Duration // how long packets wait to be put in time order
+	// Keep, when set, decides late (after Window) which packets the
+	// kernel filter let through are kept; Annotate gives a kept packet its
+	// comment. "nattrace flow -w" selects a flow's packets this way.
+	Keep     func(*Packet) bool
+	Annotate func(*Packet) string
+	// Ready, when set, is called once every socket is open.
+	Ready func()
 }
 
 // IfStats are one interface's counters, as tcpdump reports them.
@@ -53,9 +62,9 @@ type target struct {
 }
 
 func resolve(o Options) ([]target, error) {
-	var nss []*netns.NS
+	nss := o.Namespaces
 	specs := o.Netns
-	if len(specs) == 0 {
+	if len(specs) == 0 && len(nss) == 0 {
 		specs = []string{""}
 	}
 	for _, s := range specs {
@@ -242,6 +251,9 @@ func Run(ctx context.Context, o Options, out io.Writer) ([]IfStats, error) {
 		os.WriteFile(o.ReadyFile, []byte("ready\n"), 0o600)
 		defer os.Remove(o.ReadyFile)
 	}
+	if o.Ready != nil {
+		o.Ready()
+	}
 	if o.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, o.Duration)
@@ -252,6 +264,12 @@ func Run(ctx context.Context, o Options, out io.Writer) ([]IfStats, error) {
 	var buf []*Packet
 	printed := 0
 	emit := func(p *Packet) bool {
+		if o.Keep != nil && !o.Keep(p) {
+			return false
+		}
+		if o.Annotate != nil {
+			p.Comment = o.Annotate(p)
+		}
 		if w != nil {
 			if !added[p.Iface] {
 				w.AddInterface(p.Iface)

@@ -18,6 +18,34 @@ func Line(p *Packet) string {
 	return b.String()
 }
 
+// Network returns the packet's network layer (IPv4 or IPv6), or nil.
+func Network(data []byte, lt LinkType) []byte {
+	switch lt {
+	case LinkEthernet:
+		if len(data) < 14 {
+			return nil
+		}
+		etype, l3 := binary.BigEndian.Uint16(data[12:]), data[14:]
+		for (etype == 0x8100 || etype == 0x88a8) && len(l3) >= 4 {
+			etype, l3 = binary.BigEndian.Uint16(l3[2:]), l3[4:]
+		}
+		if etype == 0x0800 || etype == 0x86dd {
+			return l3
+		}
+	case LinkLinuxSLL:
+		if len(data) >= 16 {
+			return data[16:]
+		}
+	case LinkLinuxSLL2:
+		if len(data) >= 20 {
+			return data[20:]
+		}
+	case LinkRaw:
+		return data
+	}
+	return nil
+}
+
 func decode(data []byte, lt LinkType, origLen int) string {
 	etype, l3 := uint16(0), []byte(nil)
 	switch lt {

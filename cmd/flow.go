@@ -49,6 +49,7 @@ SIGHUP and panic; after a SIGKILL, 'nattrace cleanup' or the next run removes th
 	f.BoolVar(&o.json, "json", false, "print JSON Lines (see README: JSON contract)")
 	f.StringVar(&o.ReadyFile, "ready-file", "", "create this file once the trace rules are in place")
 	f.StringArrayVar(&o.Backend, "backend", nil, "tracing backend: auto, nft or legacy; NAMESPACE=BACKEND for one namespace (repeatable; default auto)")
+	f.StringVarP(&o.Write, "write", "w", "", "also capture the traced flows on every interface of the traced namespaces into this pcapng file, commented with their traces")
 	f.BoolVar(&o.NoBPF, "no-bpf", false, "do not load the BPF probes (interfaces crossed, routes, kernel drop reasons)")
 	f.StringVar(&o.StateDir, "state-dir", "", "where session state files live (default /run/nattrace)")
 	f.MarkHidden("state-dir")

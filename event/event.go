@@ -3,6 +3,8 @@ package event
 import (
 	"net/netip"
 	"time"
+
+	"github.com/nattrace/nattrace/filter"
 )
 
 // Hook is a netfilter hook.
@@ -207,6 +209,7 @@ type Packet struct {
 	Tuple     Tuple     `json:"tuple"`
 	TCPFlags  string    `json:"tcp_flags,omitempty"`
 	Length    uint16    `json:"length,omitempty"`
+	IPID      uint32    `json:"ip_id,omitempty"` // IPv4 id (IPv6 flow label): with length and protocol, finds the packet in a capture
 	IIF       string    `json:"iif,omitempty"`
 	OIF       string    `json:"oif,omitempty"`
 	CTID      uint32    `json:"ct_id,omitempty"`
@@ -259,6 +262,16 @@ type Flow struct {
 	States       []FlowState   `json:"states"`
 	Existing     bool          `json:"existing,omitempty"` // the connection existed when the session started
 	Ended        bool          `json:"ended"`              // conntrack destroyed it during the session
+}
+
+// Fingerprint is the packet's Header.Fingerprint.
+func (p *Packet) Fingerprint() uint64 {
+	h := Header{Family: 4, IPID: p.IPID, Length: p.Length}
+	if p.Tuple.Src.Is6() {
+		h.Family = 6
+	}
+	h.ProtoNum, _ = filter.ProtoNumber(p.Tuple.Proto)
+	return h.Fingerprint()
 }
 
 // Session opens a JSON Lines stream.

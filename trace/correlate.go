@@ -218,6 +218,7 @@ func (c *Correlator) newPacket(o *event.Observation) *pkt {
 		p.fields = h.Fields()
 		p.p.Tuple = h.Tuple
 		p.p.Length = h.Length
+		p.p.IPID = h.IPID
 		if h.ProtoNum == filter.ProtoTCP && h.HasPorts {
 			p.p.TCPFlags = event.TCPFlagString(h.TCPFlags)
 		}

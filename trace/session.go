@@ -47,6 +47,9 @@ type Options struct {
 	ObservationLog io.Writer
 	// NoBPF leaves the BPF probes out (interfaces, routes, drop reasons).
 	NoBPF bool
+	// Write captures the traced flows on every interface of the traced
+	// namespaces into this pcapng file, each packet commented with its trace.
+	Write string
 }
 
 // DefaultRate is the default trace rate limit (packets per second per
@@ -95,6 +98,7 @@ type Session struct {
 	selected, limited uint64
 	probes            *bpf.Probes
 	probeSrc          *probeSource
+	rec               *recorder
 }
 
 // Prepare validates the options and inspects every namespace. It changes
@@ -310,6 +314,11 @@ func (s *Session) Start() (err error) {
 	if !s.opts.NoBPF {
 		s.startProbes()
 	}
+	if s.opts.Write != "" {
+		if s.rec, err = s.startRecorder(s.opts.Write); err != nil {
+			return fmt.Errorf("capture for -w: %w", err)
+		}
+	}
 	if s.opts.ReadyFile != "" {
 		if err := os.WriteFile(s.opts.ReadyFile, []byte(s.ID+"\n"), 0o600); err != nil {
 			return fmt.Errorf("ready file: %w", err)
@@ -491,6 +500,13 @@ func (s *Session) Run(ctx context.Context, sink Sink) (event.Stats, error) {
 		}
 	})
 	corr.EmitFlow = sink.Flow
+	if s.rec != nil {
+		base := corr.Emit
+		corr.Emit = func(p *event.Packet) {
+			s.rec.note(p)
+			base(p)
+		}
+	}
 	corr.Rate = int(s.opts.Rate)
 	if s.probes != nil {
 		var nss []*netns.NS
@@ -515,6 +531,15 @@ func (s *Session) Run(ctx context.Context, sink Sink) (event.Stats, error) {
 				} else {
 					s.probes.Follow(f.Orig, f.Reply)
 				}
+			}
+			base(o)
+		}
+	}
+	if s.rec != nil {
+		base := add
+		add = func(o *event.Observation) {
+			if f := o.Flow; f != nil && f.Event != event.CTDestroy {
+				s.rec.follow(f)
 			}
 			base(o)
 		}
@@ -566,6 +591,13 @@ rest:
 		corr.FlushPackets()
 	}
 	corr.Flush() // connections of the packets traced
+	if s.rec != nil {
+		// The capture writes what it held, now that every trace is known.
+		if rerr := s.rec.finish(); rerr != nil && err == nil {
+			err = fmt.Errorf("capture: %w", rerr)
+		}
+		s.rec = nil
+	}
 	st := event.Stats{Type: "stats", Packets: uint64(emitted), Events: corr.Stats.Events,
 		RateLimited: s.limited, Filtered: corr.Stats.Filtered, DurationNs: time.Since(s.started).Nanoseconds()}
 	var seen uint64
@@ -682,5 +714,8 @@ func (s *Session) closeListeners() {
 // Close releases listeners after Stop (for callers that never ran Run).
 func (s *Session) Close() {
 	s.Stop()
+	if s.rec != nil {
+		s.rec.finish()
+	}
 	s.closeListeners()
 }

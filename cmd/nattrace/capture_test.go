@@ -161,3 +161,60 @@ func TestCaptureBadFilter(t *testing.T) {
 	}
 	_ = syscall.SIGINT
 }
+
+// 2 and 4, with a trace: "flow -w" over client, router and server captures
+// the flow on every interface, follows it through the DNAT (the packets on
+// the inside do not match the filter), and comments each packet with its
+// trace; tshark shows the comments, and "capture -r" prints them back.
+func TestFlowWriteCapture(t *testing.T) {
+	bin := binary(t)
+	labtest.RequireCommand(t, "tshark")
+	l := labtest.ClientRouterServer(t)
+	load(t, l, "router", iptNFT, dnatRules)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	l.ListenTCP(ctx, "server", ":8080")
+	file := filepath.Join(t.TempDir(), "flow.pcapng")
+	r := labtest.Start(t, bin, t.TempDir(), "flow", "--netns", l.Name("client"), "--netns", l.Name("router"), "--netns", l.Name("server"),
+		"-w", file, "--duration", "2s", "--json", "tcp and dst port 80")
+	if _, err := l.Exchange("client", lab.RouterInAddr+":80", 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if code := r.Wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("exit %d: %s", code, r.Stderr.String())
+	}
+	out, err := exec.Command("tshark", "-r", file, "-T", "fields", "-E", "separator=|", "-e", "frame.interface_name", "-e", "frame.p2p_dir",
+		"-e", "ip.dst", "-e", "tcp.dstport", "-e", "tcp.flags", "-e", "frame.comment").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var syn []string
+	comments := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Split(line, "|")
+		if len(f) != 6 || f[4] != "0x0002" {
+			continue
+		}
+		ifc := strings.TrimPrefix(f[0], l.Prefix+"-")
+		syn = append(syn, ifc+" "+f[1]+" "+f[2]+":"+f[3])
+		comments[ifc] = f[5]
+	}
+	want := "client/c0 0 10.200.1.1:80|router/r0 1 10.200.1.1:80|router/r1 0 10.200.2.2:8080|server/s0 1 10.200.2.2:8080"
+	if strings.Join(syn, "|") != want {
+		t.Fatalf("SYN in the pcapng:\n%s\nwant %s\n%s", strings.Join(syn, "|"), want, out)
+	}
+	for _, ifc := range []string{"router/r0", "router/r1"} {
+		if c := comments[ifc]; !strings.Contains(c, "nat/PREROUTING rule 1 accept") || !strings.Contains(c, "DNAT 10.200.1.2:") || !strings.Contains(c, "=> 10.200.1.2:") {
+			t.Errorf("%s SYN comment %q", ifc, c)
+		}
+	}
+	// The server's SYN-ACK on the inside does not match the filter: it is
+	// in the file because the connection is followed.
+	if !strings.Contains(string(out), l.Prefix+"-router/r1|1|10.200.1.2|") {
+		t.Errorf("the reply on the inside was not captured:\n%s", out)
+	}
+	back, err := exec.Command(bin, "capture", "-r", file).Output()
+	if err != nil || !strings.Contains(string(back), "    comment: nat/PREROUTING rule 1 accept; DNAT ") {
+		t.Fatalf("capture -r: %v\n%s", err, back)
+	}
+}
