@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -19,6 +20,7 @@ type flowOptions struct {
 	trace.Options
 	json         bool
 	observations string
+	record       string
 }
 
 func newFlowCmd(e *env) *cobra.Command {
@@ -49,6 +51,7 @@ SIGHUP and panic; after a SIGKILL, 'nattrace cleanup' or the next run removes th
 	f.BoolVar(&o.json, "json", false, "print JSON Lines (see README: JSON contract)")
 	f.StringVar(&o.ReadyFile, "ready-file", "", "create this file once the trace rules are in place")
 	f.StringArrayVar(&o.Backend, "backend", nil, "tracing backend: auto, nft or legacy; NAMESPACE=BACKEND for one namespace (repeatable; default auto)")
+	f.StringVar(&o.record, "record", "", "record the session into this directory: the JSON Lines stream, the pcapng capture and the namespaces' state at start and end (for 'nattrace report')")
 	f.StringVarP(&o.Write, "write", "w", "", "also capture the traced flows on every interface of the traced namespaces into this pcapng file, commented with their traces")
 	f.BoolVar(&o.NoBPF, "no-bpf", false, "do not load the BPF probes (interfaces crossed, routes, kernel drop reasons)")
 	f.StringVar(&o.StateDir, "state-dir", "", "where session state files live (default /run/nattrace)")
@@ -73,9 +76,22 @@ func runFlow(ctx context.Context, e *env, o *flowOptions) (err error) {
 		defer f.Close()
 		o.ObservationLog = f
 	}
+	var rec *recording
+	if o.record != "" {
+		if o.Write != "" {
+			return &trace.UsageError{Msg: "--record captures into its directory: leave -w out"}
+		}
+		o.Write = filepath.Join(o.record, "capture.pcapng")
+	}
 	sess, err := trace.Prepare(o.Options)
 	if err != nil {
 		return err
+	}
+	if o.record != "" {
+		if rec, err = startRecording(o.record, sess); err != nil {
+			return err
+		}
+		defer rec.close()
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
@@ -115,8 +131,16 @@ func runFlow(ctx context.Context, e *env, o *flowOptions) (err error) {
 		t.Session(sess.Info())
 		sink, stats = t, t.Stats
 	}
+	if rec != nil {
+		sink, stats = rec.tee(sink, stats)
+	}
 	st, err := sess.Run(ctx, sink)
 	stats(st)
+	if rec != nil {
+		if rerr := rec.finish(); rerr != nil && err == nil {
+			err = rerr
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("cleanup: %w (run 'nattrace cleanup')", err)
 	}

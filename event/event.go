@@ -1,6 +1,7 @@
 package event
 
 import (
+	"encoding/json"
 	"net/netip"
 	"time"
 
@@ -346,4 +347,20 @@ type Observation struct {
 	SKB       uint64  // BPF source: the skb address (one packet across namespaces)
 	Probe     string  // BPF source: rx, tx, route, drop, free
 	Selected  bool    // BPF source: netfilter tracing had selected the packet (skb->nf_trace)
+}
+
+// NetnsSnapshot is the state of a namespace that explains a trace, as a
+// recording keeps it at the start and the end of a session.
+type NetnsSnapshot struct {
+	Name      string            `json:"name"`
+	Taken     time.Time         `json:"taken"`
+	Addresses json.RawMessage   `json:"addresses,omitempty"` // ip -j addr
+	Routes    json.RawMessage   `json:"routes,omitempty"`    // ip -j route show table all
+	Routes6   json.RawMessage   `json:"routes6,omitempty"`   // ip -j -6 route show table all
+	Rules     json.RawMessage   `json:"rules,omitempty"`     // ip -j rule
+	Sysctls   map[string]string `json:"sysctls"`
+	NFTables  string            `json:"nftables,omitempty"`        // nft -s list ruleset
+	IptNFT    string            `json:"iptables_nft,omitempty"`    // iptables-nft-save
+	IptLegacy string            `json:"iptables_legacy,omitempty"` // iptables-legacy-save
+	Errors    []string          `json:"errors,omitempty"`          // what could not be read, and why
 }

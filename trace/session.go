@@ -284,6 +284,15 @@ func (s *Session) Info() event.Session {
 		Netns: names, Backends: s.Backends(), Rate: int(s.opts.Rate), Warnings: s.warnings}
 }
 
+// Namespaces are the traced namespaces.
+func (s *Session) Namespaces() []*netns.NS {
+	var out []*netns.NS
+	for _, n := range s.nss {
+		out = append(out, n.ns)
+	}
+	return out
+}
+
 // Warnings lists what the session will not see, and why.
 func (s *Session) Warnings() []string { return s.warnings }
 
