@@ -31,7 +31,7 @@ func TestReadStream(t *testing.T) {
 func TestLoadRecordingErrors(t *testing.T) {
 	good := stream(t)
 	cases := map[string]func(dir string){
-		"no such recording directory": func(dir string) { os.RemoveAll(dir) },
+		"no such recording directory":       func(dir string) { os.RemoveAll(dir) },
 		"missing: not a nattrace recording": func(dir string) {},
 		"truncated": func(dir string) {
 			os.WriteFile(filepath.Join(dir, "session.jsonl"), good[:len(good)-20], 0o600)
