@@ -181,3 +181,31 @@ func TestCorrelatorLegacyAfterTraceIDReuse(t *testing.T) {
 		t.Fatalf("%+v", *out)
 	}
 }
+
+// A packet forwarded by a traced namespace and dropped later in one that is
+// not traced keeps the traced verdict; the drop is a note.
+func TestJourneyDropInUntracedNamespace(t *testing.T) {
+	c := NewCorrelator(nil, nil)
+	c.Traced = map[string]bool{"r": true}
+	out := collect(c)
+	h := hdr("10.200.2.2", "10.200.1.2", 8080, 40000, 77)
+	c.Add(marker(1, 0, h))
+	c.Add(step(SourceNFTrace, 1, time.Microsecond, true, event.HookForward, 0, event.Step{Kind: "policy", Table: "filter", Chain: "FORWARD", Verdict: "accept"}))
+	for i, o := range []*event.Observation{
+		{Source: SourceBPF, Probe: "rx", Netns: "r", Header: h, Step: event.Step{Kind: event.KindRx, Dev: "r1"}},
+		{Source: SourceBPF, Probe: "tx", Netns: "r", Header: h, Step: event.Step{Kind: event.KindTx, Dev: "r0"}},
+		{Source: SourceBPF, Probe: "rx", Netns: "client", Header: h, Step: event.Step{Kind: event.KindRx, Dev: "c0"}},
+		{Source: SourceBPF, Probe: "drop", Netns: "client", Header: h, Step: event.Step{Kind: event.KindDrop, Reason: "NO_SOCKET"}},
+	} {
+		o.SKB, o.Time = 0xabc, t0.Add(time.Duration(i)*time.Microsecond)
+		c.Add(o)
+	}
+	c.Flush()
+	if len(*out) != 1 {
+		t.Fatalf("%d packets", len(*out))
+	}
+	p := (*out)[0]
+	if p.Verdict != event.FateForwarded || p.Drop != nil || p.Note != "then dropped in client: NO_SOCKET" {
+		t.Fatalf("verdict %s drop %+v note %q", p.Verdict, p.Drop, p.Note)
+	}
+}

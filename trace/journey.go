@@ -1,6 +1,7 @@
 package trace
 
 import (
+	"fmt"
 	"math"
 	"sort"
 	"time"
@@ -263,6 +264,12 @@ func (c *Correlator) merge(j *journey, group []*pkt) *pkt {
 		if o.Probe != "drop" {
 			continue
 		}
+		if c.Traced != nil && !c.Traced[o.Netns] && byNS[o.Netns] == nil {
+			// Dropped later, in a namespace that is not traced: the traced
+			// namespaces' verdict stands; say where it ended.
+			lead.p.Note = fmt.Sprintf("then dropped in %s: %s", o.Netns, o.Step.Reason)
+			continue
+		}
 		if lead.p.Drop == nil {
 			lead.p.Verdict = event.FateDropped
 			lead.p.Drop = &event.Drop{By: "kernel", Reason: o.Step.Reason, Location: o.Step.Location, Dev: o.Step.Dev}
@@ -277,7 +284,7 @@ func (c *Correlator) merge(j *journey, group []*pkt) *pkt {
 			}
 		}
 	}
-	if lead.p.Drop == nil && len(j.obs) > 0 {
+	if lead.p.Drop == nil && lead.p.Note == "" && len(j.obs) > 0 {
 		end := j.obs[len(j.obs)-1]
 		if end.Probe == "free" && end.Netns != "" && byNS[end.Netns] == nil && lead.p.EndNetns != "" {
 			// The verdict is the traced namespace's; the probes saw where

@@ -61,7 +61,7 @@ func TestFlowRecord(t *testing.T) {
 		}
 	}
 	if dropped == nil || dropped.Drop.Rule != "-A FORWARD -p tcp -m tcp --dport 22 -j DROP" || len(rec.Flows) == 0 || rec.Stats == nil || rec.Capture == "" {
-		t.Fatalf("recording: %d packets, %d flows, stats %v, capture %q", len(rec.Packets), len(rec.Flows), rec.Stats, rec.Capture)
+		t.Fatalf("recording: %d packets, %d flows, stats %v, capture %q\n%s", len(rec.Packets), len(rec.Flows), rec.Stats, rec.Capture, labtest.Describe(rec.Packets))
 	}
 	if len(rec.EnvStart) != 1 || len(rec.EnvEnd) != 1 {
 		t.Fatalf("snapshots %d/%d", len(rec.EnvStart), len(rec.EnvEnd))
