@@ -170,12 +170,7 @@ func (c *Capture) add(ns *netns.NS, iface string) error {
 
 // watch adds every interface of ns, now and when it appears.
 func (c *Capture) watch(ns *netns.NS) error {
-	fd, err := ns.Open()
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	h, err := vnl.NewHandleAt(vns.NsHandle(fd))
+	h, err := ns.Netlink()
 	if err != nil {
 		return err
 	}

@@ -75,7 +75,9 @@ func (c *compiler) jmp(cond bpf.JumpTest, val uint32, t, f label) {
 // cond is a test that jumps to t when true and to f when false.
 type cond func(t, f label)
 
-func (c *compiler) and(conds ...cond) cond {
+// chain tests conds in turn: with all, each must hold (a false one jumps
+// to f); without, one is enough (a true one jumps to t).
+func (c *compiler) chain(conds []cond, all bool) cond {
 	return func(t, f label) {
 		for i, x := range conds {
 			if i == len(conds)-1 {
@@ -83,25 +85,18 @@ func (c *compiler) and(conds ...cond) cond {
 				return
 			}
 			next := c.newLabel()
-			x(next, f)
+			if all {
+				x(next, f)
+			} else {
+				x(t, next)
+			}
 			c.mark(next)
 		}
 	}
 }
 
-func (c *compiler) or(conds ...cond) cond {
-	return func(t, f label) {
-		for i, x := range conds {
-			if i == len(conds)-1 {
-				x(t, f)
-				return
-			}
-			next := c.newLabel()
-			x(t, next)
-			c.mark(next)
-		}
-	}
-}
+func (c *compiler) and(conds ...cond) cond { return c.chain(conds, true) }
+func (c *compiler) or(conds ...cond) cond  { return c.chain(conds, false) }
 
 func (c *compiler) not(x cond) cond { return func(t, f label) { x(f, t) } }
 

@@ -10,9 +10,7 @@ import (
 
 	"github.com/gopacket/gopacket/afpacket"
 	vnl "github.com/vishvananda/netlink"
-	vns "github.com/vishvananda/netns"
 	"golang.org/x/net/bpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/nattrace/nattrace/filter"
 	"github.com/nattrace/nattrace/netns"
@@ -62,12 +60,7 @@ func linkTypeOf(l vnl.Link) LinkType {
 func openSource(ns *netns.NS, iface string, expr filter.Node, snaplen uint32, ring RingConfig) (*source, error) {
 	var s *source
 	err := ns.Do(func() error {
-		fd, err := ns.Open()
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		h, err := vnl.NewHandleAt(vns.NsHandle(fd))
+		h, err := ns.Netlink()
 		if err != nil {
 			return err
 		}

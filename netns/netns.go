@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 
+	vnl "github.com/vishvananda/netlink"
+	vns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -236,4 +238,15 @@ func (n *NS) ReadNetFile(name string) ([]byte, error) {
 		return err
 	})
 	return b, err
+}
+
+// Netlink returns a netlink handle that works inside the namespace; the
+// caller closes it.
+func (n *NS) Netlink() (*vnl.Handle, error) {
+	fd, err := n.Open()
+	if err != nil {
+		return nil, fmt.Errorf("open namespace %s: %w", n.Name, err)
+	}
+	defer unix.Close(fd)
+	return vnl.NewHandleAt(vns.NsHandle(fd))
 }

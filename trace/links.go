@@ -4,10 +4,6 @@ import (
 	"strconv"
 	"sync"
 
-	vnl "github.com/vishvananda/netlink"
-	vns "github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
-
 	"github.com/nattrace/nattrace/netns"
 )
 
@@ -26,12 +22,7 @@ func newLinkNames(ns *netns.NS) *linkNames {
 }
 
 func (l *linkNames) reload() {
-	fd, err := l.ns.Open()
-	if err != nil {
-		return
-	}
-	defer unix.Close(fd)
-	h, err := vnl.NewHandleAt(vns.NsHandle(fd))
+	h, err := l.ns.Netlink()
 	if err != nil {
 		return
 	}

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	vnl "github.com/vishvananda/netlink"
-	vns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/nattrace/nattrace/event"
@@ -86,12 +85,7 @@ func (r *rpChecker) compute(ns *netns.NS, iif string, src netip.Addr) event.Step
 	if mode == 0 {
 		return st
 	}
-	fd, err := ns.Open()
-	if err != nil {
-		return st
-	}
-	defer unix.Close(fd)
-	h, err := vnl.NewHandleAt(vns.NsHandle(fd))
+	h, err := ns.Netlink()
 	if err != nil {
 		return st
 	}
