@@ -41,6 +41,9 @@ type Options struct {
 	Annotate func(*Packet) string
 	// Ready, when set, is called once every socket is open.
 	Ready func()
+	// NoPayload cuts every packet after its headers before it is written
+	// or printed (see HeadersLen).
+	NoPayload bool
 }
 
 // IfStats are one interface's counters, as tcpdump reports them.
@@ -264,6 +267,9 @@ func Run(ctx context.Context, o Options, out io.Writer) ([]IfStats, error) {
 		}
 		if o.Annotate != nil {
 			p.Comment = o.Annotate(p)
+		}
+		if o.NoPayload {
+			StripPayload(p)
 		}
 		if w != nil {
 			if !added[p.Iface] {

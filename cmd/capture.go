@@ -47,6 +47,7 @@ direction, and write them to a pcapng file with -w (interface names kept).`,
 	f.StringVarP(&o.Write, "write", "w", "", "write the packets to this pcapng file")
 	f.StringVarP(&o.read, "read", "r", "", "print a pcapng file (with its comments) instead of capturing")
 	f.BoolVarP(&o.Quiet, "quiet", "q", false, "do not print packets, only the statistics")
+	f.BoolVar(&o.NoPayload, "no-payload", false, "cut each packet after its headers (link, IP, transport): no payload is printed or written")
 	f.DurationVar(&o.Duration, "duration", 0, "exit after this long")
 	f.StringVar(&o.ReadyFile, "ready-file", "", "create this file once every socket is open")
 	f.IntVarP(&o.bufferKB, "buffer-size", "B", 4096, "kernel ring per interface, in KiB")
