@@ -286,6 +286,10 @@ type Session struct {
 	Backends []string  `json:"backends"`
 	Rate     int       `json:"rate"`
 	Warnings []string  `json:"warnings,omitempty"`
+	Host     string    `json:"host,omitempty"`   // the machine's host name
+	Kernel   string    `json:"kernel,omitempty"` // its kernel release
+	// NoPayload: captured packets were cut after their headers.
+	NoPayload bool `json:"no_payload,omitempty"`
 }
 
 // Stats closes a JSON Lines stream.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/nattrace/nattrace/event"
@@ -270,6 +271,16 @@ func (c *Correlator) merge(j *journey, group []*pkt) *pkt {
 			lead.p.Note = fmt.Sprintf("then dropped in %s: %s", o.Netns, o.Step.Reason)
 			continue
 		}
+		if lead.p.Drop == nil && pingDelivery(o, lead.p) {
+			// Echo replies reach raw sockets (ping run as root) before
+			// ping_rcv looks for an ICMP socket and frees the original.
+			lead.p.Verdict, lead.p.Drop = event.FateDelivered, nil
+			if o.Netns != lead.p.Netns {
+				lead.p.EndNetns = o.Netns
+			}
+			lead.p.Note = "no ICMP socket took it (NO_SOCKET at ping_rcv): raw sockets, as ping run as root uses, get their copy before that check"
+			continue
+		}
 		if lead.p.Drop == nil {
 			lead.p.Verdict = event.FateDropped
 			lead.p.Drop = &event.Drop{By: "kernel", Reason: o.Step.Reason, Location: o.Step.Location, Dev: o.Step.Dev}
@@ -293,6 +304,14 @@ func (c *Correlator) merge(j *journey, group []*pkt) *pkt {
 		}
 	}
 	return lead
+}
+
+// pingDelivery reports whether a drop is ping_rcv freeing an echo reply
+// that no ICMP (datagram) socket wanted: not a drop for the network.
+func pingDelivery(o *event.Observation, p *event.Packet) bool {
+	t := p.Tuple.ICMPType
+	return o.Step.Reason == "NO_SOCKET" && strings.HasPrefix(o.Step.Location, "ping_rcv") &&
+		t != nil && (*t == 0 && p.Tuple.Proto == "icmp" || *t == 129 && p.Tuple.Proto == "icmp6")
 }
 
 // rpfilterStep asks the session's rp_filter checker about a received packet.

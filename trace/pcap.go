@@ -164,7 +164,7 @@ func (r *recorder) annotate(p *capture.Packet) string {
 func (s *Session) startRecorder(path string) (*recorder, error) {
 	r := &recorder{expr: s.expr, tuples: map[tupleKey]bool{}, comments: map[string][]noted{}, done: make(chan error, 1), host: "host"}
 	o := capture.Options{Interfaces: []string{"any"}, Filter: "ip or ip6", Write: path, Quiet: true,
-		Window: 500 * time.Millisecond, Keep: r.keep, Annotate: r.annotate}
+		Window: 500 * time.Millisecond, Keep: r.keep, Annotate: r.annotate, NoPayload: s.opts.NoPayload}
 	for _, n := range s.nss {
 		o.Namespaces = append(o.Namespaces, n.ns)
 		if n.ns.IsCurrent() {

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nattrace/nattrace/bpf"
 	"github.com/nattrace/nattrace/event"
 	"github.com/nattrace/nattrace/filter"
@@ -50,6 +52,8 @@ type Options struct {
 	// Write captures the traced flows on every interface of the traced
 	// namespaces into this pcapng file, each packet commented with its trace.
 	Write string
+	// NoPayload cuts the captured packets after their headers.
+	NoPayload bool
 }
 
 // DefaultRate is the default trace rate limit (packets per second per
@@ -280,8 +284,10 @@ func (s *Session) Info() event.Session {
 	for _, n := range s.nss {
 		names = append(names, n.ns.Name)
 	}
+	host, _ := os.Hostname()
 	return event.Session{Type: "session", Version: 1, ID: s.ID, Started: s.started, Filter: s.opts.Filter,
-		Netns: names, Backends: s.Backends(), Rate: int(s.opts.Rate), Warnings: s.warnings}
+		Netns: names, Backends: s.Backends(), Rate: int(s.opts.Rate), Warnings: s.warnings,
+		Host: host, Kernel: kernelRelease(), NoPayload: s.opts.NoPayload}
 }
 
 // Namespaces are the traced namespaces.
@@ -727,4 +733,13 @@ func (s *Session) Close() {
 		s.rec.finish()
 	}
 	s.closeListeners()
+}
+
+// kernelRelease is uname -r.
+func kernelRelease() string {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
 }
