@@ -47,7 +47,7 @@ added when it exits.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &trace.UsageError{Msg: err.Error() + " (see '" + c.CommandPath() + " --help')"}
 	})
-	root.AddCommand(newFlowCmd(e), newCaptureCmd(e), newDoctorCmd(e), newCleanupCmd(e), newDemoCmd(e), newVersionCmd(e))
+	root.AddCommand(newFlowCmd(e), newCaptureCmd(e), newDoctorCmd(e), newCleanupCmd(e), newReportCmd(e), newDemoCmd(e), newVersionCmd(e))
 	return root
 }
 
