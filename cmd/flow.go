@@ -21,6 +21,7 @@ type flowOptions struct {
 	json         bool
 	observations string
 	record       string
+	html         string
 }
 
 func newFlowCmd(e *env) *cobra.Command {
@@ -52,6 +53,8 @@ SIGHUP and panic; after a SIGKILL, 'nattrace cleanup' or the next run removes th
 	f.StringVar(&o.ReadyFile, "ready-file", "", "create this file once the trace rules are in place")
 	f.StringArrayVar(&o.Backend, "backend", nil, "tracing backend: auto, nft or legacy; NAMESPACE=BACKEND for one namespace (repeatable; default auto)")
 	f.StringVar(&o.record, "record", "", "record the session into this directory: the JSON Lines stream, the pcapng capture and the namespaces' state at start and end (for 'nattrace report')")
+	f.StringVar(&o.html, "html", "", "write an HTML report of the session to this file on exit (records to a temporary directory unless --record is given)")
+	f.BoolVar(&o.NoPayload, "no-payload", false, "leave packet payloads out of the capture, the recording and the report (headers only)")
 	f.StringVarP(&o.Write, "write", "w", "", "also capture the traced flows on every interface of the traced namespaces into this pcapng file, commented with their traces")
 	f.BoolVar(&o.NoBPF, "no-bpf", false, "do not load the BPF probes (interfaces crossed, routes, kernel drop reasons)")
 	f.StringVar(&o.StateDir, "state-dir", "", "where session state files live (default /run/nattrace)")
@@ -77,6 +80,19 @@ func runFlow(ctx context.Context, e *env, o *flowOptions) (err error) {
 		o.ObservationLog = f
 	}
 	var rec *recording
+	if o.html != "" {
+		if st, err := os.Stat(filepath.Dir(o.html)); err != nil || !st.IsDir() {
+			return &trace.UsageError{Msg: fmt.Sprintf("--html %s: no such directory %s", o.html, filepath.Dir(o.html))}
+		}
+		if o.record == "" {
+			tmp, err := os.MkdirTemp("", "nattrace-rec-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(tmp)
+			o.record = tmp
+		}
+	}
 	if o.record != "" {
 		if o.Write != "" {
 			return &trace.UsageError{Msg: "--record captures into its directory: leave -w out"}
@@ -143,6 +159,13 @@ func runFlow(ctx context.Context, e *env, o *flowOptions) (err error) {
 	}
 	if err != nil {
 		return fmt.Errorf("cleanup: %w (run 'nattrace cleanup')", err)
+	}
+	if o.html != "" {
+		sum, err := writeReport(o.record, o.html, e.version, report.HTMLOptions{EmbedLimit: report.DefaultEmbedLimit, NoPayload: o.NoPayload})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stderr, "report written to %s (%s)\n", o.html, sum)
 	}
 	return nil
 }

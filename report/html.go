@@ -234,7 +234,11 @@ func RenderHTML(w io.Writer, rec *Recording, o HTMLOptions) error {
 	}
 	// Every field is made valid UTF-8 on its way in; this catches one that
 	// was missed, so that the page always is.
-	_, err = w.Write(bytes.ToValidUTF8(out.Bytes(), []byte("\uFFFD")))
+	b := bytes.ToValidUTF8(out.Bytes(), []byte("\uFFFD"))
+	if bad := Audit(b); len(bad) > 0 {
+		return fmt.Errorf("the page failed its safety audit, not written: %s", strings.Join(bad, "; "))
+	}
+	_, err = w.Write(b)
 	return err
 }
 

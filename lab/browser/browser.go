@@ -218,3 +218,42 @@ func ArtifactDir(t testing.TB) string {
 	}
 	return t.TempDir()
 }
+
+// CheckReport checks an nattrace report that Open loaded: nothing ran or
+// was fetched that should not, the summary and the packets are there, and
+// the fate filter shows exactly the dropped packets, with their rules.
+func CheckReport(t testing.TB, p *Page, packets, dropped int) {
+	t.Helper()
+	if n := Eval[int](p, `document.querySelectorAll('#summary table.conns tbody tr').length`); n == 0 {
+		t.Error("no connection in the summary")
+	}
+	if n := Eval[int](p, `document.querySelectorAll('#list .pkt').length`); n != min(packets, 100) {
+		t.Errorf("%d packets in the timeline, want %d", n, min(packets, 100))
+	}
+	p.Select("#f-fate", "dropped")
+	fates := Eval[[]string](p, `Array.from(document.querySelectorAll('#list .pkt')).map(e => e.dataset.fate)`)
+	if len(fates) != dropped {
+		t.Errorf("filter dropped: %d packets shown, want %d", len(fates), dropped)
+	}
+	for _, f := range fates {
+		if f != "dropped" {
+			t.Errorf("filter dropped shows a %s packet", f)
+		}
+	}
+	// Open every dropped packet: its swimlane names the dropping rule.
+	p.Click("#p-expand")
+	lanes := Eval[string](p, `Array.from(document.querySelectorAll('#list .pkt .detail')).map(e => e.textContent).join('\n')`)
+	if Eval[int](p, `document.querySelectorAll('#list table.lanes').length`) != dropped || !strings.Contains(lanes, "filter/FORWARD rule") {
+		t.Errorf("the dropped packets' timelines do not show the dropping rule: %.300q", lanes)
+	}
+	p.Select("#f-fate", "")
+	if n := Eval[int](p, `document.querySelectorAll('#list .pkt').length`); n != min(packets, 100) {
+		t.Errorf("clearing the filter shows %d packets", n)
+	}
+	if pw := Eval[bool](p, `typeof window.pwned !== 'undefined'`); pw {
+		t.Error("hostile content ran: window.pwned is set")
+	}
+	if pr := p.Problems(); len(pr) > 0 {
+		t.Errorf("the page did what a self-contained report must not:\n%s", strings.Join(pr, "\n"))
+	}
+}
