@@ -6,10 +6,11 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin/nattrace
 FUZZTIME ?= 10s
+BENCHTIME ?= 3x
 export CGO_ENABLED := 0
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: help build demo test fuzz lint clean deps generate check-generate
+.PHONY: help build demo test fuzz bench lint clean deps generate check-generate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -31,6 +32,9 @@ fuzz: ## run every fuzz target for FUZZTIME (default 10s)
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
+
+bench: ## run the benchmarks (report rendering and opening in Chromium; see BENCHMARKS.md)
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./report/
 
 generate: ## regenerate the BPF objects with bpf2go (needs clang, llvm, libbpf-dev)
 	$(GO) generate ./bpf

@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -32,21 +33,25 @@ COMMIT
 `
 
 func newDemoCmd(e *env) *cobra.Command {
-	return &cobra.Command{
+	html := ""
+	c := &cobra.Command{
 		Use:   "demo",
 		Short: "Build a client-router-server lab in network namespaces, trace a port forward, remove the lab",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return runDemo(e.stdout)
+			return runDemo(e, html)
 		},
 	}
+	c.Flags().StringVar(&html, "html", "", "also write the HTML report of the demo's session to this file")
+	return c
 }
 
 // demoTools maps the commands the demo needs to their Debian packages.
 var demoTools = [][2]string{{"ip", "iproute2"}, {"nft", "nftables"}, {"iptables-nft-restore", "iptables"},
 	{"iptables-nft-save", "iptables"}, {"nsenter", "util-linux"}}
 
-func runDemo(w io.Writer) (err error) {
+func runDemo(e *env, html string) (err error) {
+	w := e.stdout
 	if err := trace.CheckPrivileges(); err != nil {
 		return err
 	}
@@ -84,9 +89,25 @@ func runDemo(w io.Writer) (err error) {
 	}
 	filterExpr := "tcp and host " + lab.ClientAddr
 	fmt.Fprintf(w, "== nattrace flow --netns %s '%s'\n\n", l.Name("router"), filterExpr)
-	sess, err := trace.Prepare(trace.Options{Filter: filterExpr, Netns: []string{l.Name("router")}})
+	opts := trace.Options{Filter: filterExpr, Netns: []string{l.Name("router")}}
+	var recDir string
+	if html != "" {
+		if recDir, err = os.MkdirTemp("", "nattrace-demo-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(recDir)
+		opts.Write = filepath.Join(recDir, recCapture)
+	}
+	sess, err := trace.Prepare(opts)
 	if err != nil {
 		return err
+	}
+	var rec *recording
+	if html != "" {
+		if rec, err = startRecording(recDir, sess); err != nil {
+			return err
+		}
+		defer rec.close()
 	}
 	if err := sess.Start(); err != nil {
 		return err
@@ -94,11 +115,16 @@ func runDemo(w io.Writer) (err error) {
 	t := report.NewText(w, false)
 	t.Session(sess.Info())
 	fmt.Fprintln(w)
+	var sink trace.Sink = t
+	stats := t.Stats
+	if rec != nil {
+		sink, stats = rec.tee(t, t.Stats)
+	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		st, err := sess.Run(runCtx, t)
-		t.Stats(st)
+		st, err := sess.Run(runCtx, sink)
+		stats(st)
 		done <- err
 	}()
 	// 1. The port forward: client -> router:80, DNAT to server:8080.
@@ -109,6 +135,16 @@ func runDemo(w io.Writer) (err error) {
 	stop()
 	if err := <-done; err != nil {
 		return err
+	}
+	if rec != nil {
+		if err := rec.finish(); err != nil {
+			return err
+		}
+		sum, err := writeReport(recDir, html, e.version, report.HTMLOptions{EmbedLimit: report.DefaultEmbedLimit})
+		if err != nil {
+			return err
+		}
+		defer fmt.Fprintf(w, "== report written to %s (%s)\n", html, sum)
 	}
 	if xerr != nil {
 		return fmt.Errorf("the demo connection to %s:80 failed: %w", lab.RouterInAddr, xerr)

@@ -191,8 +191,8 @@ func diagramOf(c *connection) diagram {
 }
 
 // pathNamespaces finds, from the connection's request packets, the
-// namespace the client sent from (when traced), the one the server
-// received in (when traced), and every namespace crossed, in order.
+// namespace the client sent from (when the probes or a trace saw it), the
+// one the server received in, and every namespace crossed, in order.
 func pathNamespaces(c *connection) (origin, final string, crossed []string) {
 	var longest *event.Packet
 	n := -1
@@ -200,8 +200,7 @@ func pathNamespaces(c *connection) (origin, final string, crossed []string) {
 		if c.Reply(p) {
 			continue
 		}
-		nss := stepNamespaces(p)
-		if len(nss) > n {
+		if nss := stepNamespaces(p); len(nss) > n {
 			longest, n = p, len(nss)
 		}
 	}
@@ -212,27 +211,55 @@ func pathNamespaces(c *connection) (origin, final string, crossed []string) {
 		return "", "", crossed
 	}
 	crossed = stepNamespaces(longest)
-	if longest.IIF == "" {
-		origin = longest.Netns
+	first := crossed[0]
+	switch {
+	case first == longest.Netns && longest.IIF == "":
+		origin = first // locally generated where it was traced
+	default:
+		for _, s := range longest.Steps {
+			if s.Netns == first || (s.Netns == "" && first == longest.Netns) {
+				if s.Kind == event.KindTx {
+					origin = first // its first step there is leaving
+				}
+				break
+			}
+		}
 	}
 	for _, p := range c.Packets {
-		if !c.Reply(p) && p.Verdict == event.FateDelivered {
-			final = p.EndNetns
-			if final == "" {
-				final = p.Netns
-			}
-			break
+		if c.Reply(p) {
+			continue
 		}
+		switch {
+		case p.EndNetns != "" && p.Verdict != event.FateDropped:
+			final = p.EndNetns
+		case p.Verdict == event.FateDelivered:
+			final = p.Netns
+		default:
+			continue
+		}
+		break
+	}
+	if final == origin {
+		final = ""
 	}
 	return origin, final, crossed
 }
 
+// stepNamespaces lists the namespaces of a packet's steps in the order
+// it reached them.
 func stepNamespaces(p *event.Packet) []string {
-	out := []string{p.Netns}
+	var out []string
 	for _, s := range p.Steps {
-		if s.Netns != "" && !contains(out, s.Netns) {
-			out = append(out, s.Netns)
+		ns := s.Netns
+		if ns == "" {
+			ns = p.Netns
 		}
+		if !contains(out, ns) {
+			out = append(out, ns)
+		}
+	}
+	if !contains(out, p.Netns) {
+		out = append([]string{p.Netns}, out...)
 	}
 	return out
 }

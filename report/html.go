@@ -59,6 +59,8 @@ type page struct {
 	Lost       bool
 	Fates      []fateCount
 	Conns      []connView
+	Articles   []connView // the connections drawn in full
+	MoreConns  int        // connections not drawn (see the summary)
 	Env        []envNamespace
 	EnvChanged []string
 	Capture    captureView
@@ -211,6 +213,7 @@ func RenderHTML(w io.Writer, rec *Recording, o HTMLOptions) error {
 		}
 	}
 	sortPackets(data.Packets, at)
+	p.Articles, p.MoreConns = articles(p.Conns)
 	for _, f := range []string{event.FateDropped, event.FateDelivered, event.FateForwarded, event.FateSent, event.FateUnknown} {
 		p.Fates = append(p.Fates, fateCount{f, fates[f]})
 	}
@@ -240,6 +243,29 @@ func RenderHTML(w io.Writer, rec *Recording, o HTMLOptions) error {
 	}
 	_, err = w.Write(b)
 	return err
+}
+
+// maxArticles bounds the connections drawn with their diagram and
+// history: the dropped ones first, then in time order.
+const maxArticles = 200
+
+func articles(all []connView) ([]connView, int) {
+	if len(all) <= maxArticles {
+		return all, 0
+	}
+	var out []connView
+	for _, c := range all {
+		if c.FateClass == "dropped" && len(out) < maxArticles {
+			out = append(out, c)
+		}
+	}
+	for _, c := range all {
+		if c.FateClass != "dropped" && len(out) < maxArticles {
+			out = append(out, c)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, len(all) - len(out)
 }
 
 func hashOf(b []byte) string {
@@ -344,12 +370,27 @@ func packetView(p *event.Packet, c *connection, ix *captureIndex) *packetJSON {
 		d.Table, d.Chain = valid(d.Table), valid(d.Chain)
 		v.Drop = &d
 	}
+	// Probe steps carry kernel timestamps; netfilter trace events carry
+	// none (their time is when nattrace read them). With probes, times are
+	// shown from the first probe event, and only for probe steps.
+	probed, base := false, int64(0)
+	for _, s := range p.Steps {
+		if kernelTimed(s.Kind) && (!probed || s.TNs < base) {
+			probed, base = true, s.TNs
+		}
+	}
 	lane := "routing"
 	for _, s := range p.Steps {
 		if s.Kind == event.KindRPF && s.Mode == "off" {
 			continue
 		}
 		sv := stepView(s)
+		switch {
+		case probed && kernelTimed(s.Kind):
+			sv.T = stepTime(s.TNs - base)
+		case probed:
+			sv.T = ""
+		}
 		if sv.Netns == "" {
 			sv.Netns = v.Netns
 		}
@@ -361,6 +402,14 @@ func packetView(p *event.Packet, c *connection, ix *captureIndex) *packetJSON {
 	}
 	v.Frames = ix.framesOf(p)
 	return v
+}
+
+func kernelTimed(kind string) bool {
+	switch kind {
+	case event.KindRx, event.KindTx, event.KindRoute, event.KindDrop:
+		return true
+	}
+	return false
 }
 
 func stepTime(ns int64) string {

@@ -167,6 +167,25 @@ func routeSummary(obs []*event.Observation) map[*event.Observation]event.Step {
 // and returns the packet that carries it.
 func (c *Correlator) merge(j *journey, group []*pkt) *pkt {
 	sort.SliceStable(j.obs, func(a, b int) bool { return j.obs[a].Time.Before(j.obs[b].Time) })
+	// A route lookup belongs to the packet only in a namespace where it was
+	// received or sent: elsewhere it is another packet's that reused the
+	// skb address (seen: the client's lookup for its next segment attached
+	// to a forwarded FIN).
+	devNS := map[string]bool{}
+	for _, o := range j.obs {
+		if o.Probe == "rx" || o.Probe == "tx" {
+			devNS[o.Netns] = true
+		}
+	}
+	if len(devNS) > 0 {
+		kept := j.obs[:0:0]
+		for _, o := range j.obs {
+			if o.Probe != "route" || devNS[o.Netns] {
+				kept = append(kept, o)
+			}
+		}
+		j.obs = kept
+	}
 	byNS := map[string]*pkt{}
 	for _, q := range group {
 		byNS[q.netns] = q

@@ -144,6 +144,9 @@ func (p *Page) event(ev any) {
 	}
 }
 
+// Close closes the browser now (it is also closed when the test ends).
+func (p *Page) Close() { p.cancel() }
+
 // Problems are what the page did that it must not: requests, console
 // errors and warnings, exceptions, dialogs.
 func (p *Page) Problems() []string {
