@@ -24,7 +24,8 @@ deps: ## check (and on Debian, as root, install) the system packages nattrace us
 demo: deps build ## build, create a lab in network namespaces, trace a port forward, clean up (root)
 	./$(BIN) demo
 
-test: deps ## run all tests; privileged ones need root (NATTRACE_REQUIRE_PRIVILEGED=1 makes them fail instead of skip)
+test: ## run all tests; privileged ones need root (NATTRACE_REQUIRE_PRIVILEGED=1 makes them fail instead of skip)
+	@hack/deps.sh test
 	$(GO) test -count=1 -timeout 20m ./...
 
 fuzz: ## run every fuzz target for FUZZTIME (default 10s)

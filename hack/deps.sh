@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Check the commands nattrace and its tests use; on Debian, as root, install
+# Check the commands nattrace (and with "test", its tests) use; on Debian, as root, install
 # the missing packages. Prints what it does; exits non-zero if something is
 # still missing.
 set -euo pipefail
@@ -8,6 +8,12 @@ declare -A pkg=(
   [iptables-legacy-restore]=iptables [nsenter]=util-linux [conntrack]=conntrack
   [tcpdump]=tcpdump
 )
+# "deps.sh test": also what only the tests use (the report tests open pages
+# in a real Chromium; capture tests read pcapng with tshark).
+if [ "${1:-}" = test ]; then
+  pkg[chromium]=chromium
+  pkg[tshark]=tshark
+fi
 missing=()
 for cmd in "${!pkg[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg[$cmd]}")

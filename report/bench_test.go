@@ -12,18 +12,18 @@ import (
 	"github.com/nattrace/nattrace/lab/browser"
 )
 
-// synthetic makes a recording of n packets in conns connections from the
+// synthetic makes a recording of n packets in 3×groups connections from the
 // fixture's packets and flows: each connection gets its own client port.
-func synthetic(tb testing.TB, n, conns int) *Recording {
+func synthetic(tb testing.TB, n, groups int) *Recording {
 	rec, err := LoadRecording(fixture)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	out := &Recording{Session: rec.Session, Stats: rec.Stats, EnvStart: rec.EnvStart, EnvEnd: rec.EnvEnd}
 	base := rec.Packets[0].FirstSeen
-	per := n / conns
+	per := n / groups
 	id := uint64(0)
-	for c := 0; c < conns; c++ {
+	for c := 0; c < groups; c++ {
 		port := uint16(10000 + c)
 		for _, f := range rec.Flows {
 			g := *f
@@ -66,19 +66,19 @@ func synthetic(tb testing.TB, n, conns int) *Recording {
 }
 
 var scenarios = []struct {
-	name           string
-	packets, conns int
+	name            string
+	packets, groups int
 }{
-	{"baseline-4-packets", 4, 1},
-	{"10k-packets-100-conns", 10000, 100},
-	{"10k-packets-2500-conns", 10000, 2500},
+	{"baseline-4-packets-3-conns", 4, 1},
+	{"10k-packets-300-conns", 10000, 100},
+	{"10k-packets-7500-conns", 10000, 2500},
 }
 
 // BenchmarkRenderHTML renders 10,000 packets; size in MiB per page.
 func BenchmarkRenderHTML(b *testing.B) {
 	for _, sc := range scenarios {
 		b.Run(sc.name, func(b *testing.B) {
-			rec := synthetic(b, sc.packets, sc.conns)
+			rec := synthetic(b, sc.packets, sc.groups)
 			var size int
 			for b.Loop() {
 				var buf bytes.Buffer
@@ -98,7 +98,7 @@ func BenchmarkRenderHTML(b *testing.B) {
 func BenchmarkOpenHTML(b *testing.B) {
 	for _, sc := range scenarios {
 		b.Run(sc.name, func(b *testing.B) {
-			rec := synthetic(b, sc.packets, sc.conns)
+			rec := synthetic(b, sc.packets, sc.groups)
 			file := filepath.Join(b.TempDir(), "report.html")
 			var buf bytes.Buffer
 			if err := RenderHTML(&buf, rec, HTMLOptions{EmbedLimit: DefaultEmbedLimit}); err != nil {
