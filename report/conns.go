@@ -294,8 +294,10 @@ func dropNetns(p *event.Packet) string {
 }
 
 func lowerFirst(s string) string {
-	if strings.HasPrefix(s, "DROPPED") || strings.HasPrefix(s, "REJECTED") {
-		return strings.ToLower(s[:8]) + s[8:]
+	for _, w := range []string{"DROPPED", "REJECTED"} {
+		if strings.HasPrefix(s, w) {
+			return strings.ToLower(w) + s[len(w):]
+		}
 	}
 	return s
 }

@@ -81,7 +81,11 @@ func Header(p *event.Packet) string {
 		fmt.Fprintf(&b, " Flags %s", p.TCPFlags)
 	}
 	if t.ICMPType != nil {
-		fmt.Fprintf(&b, " %s", icmpName(t.Src.Is6(), *t.ICMPType, *t.ICMPCode))
+		code := uint8(0)
+		if t.ICMPCode != nil {
+			code = *t.ICMPCode
+		}
+		fmt.Fprintf(&b, " %s", icmpName(t.Src.Is6(), *t.ICMPType, code))
 		if t.Sport != 0 {
 			fmt.Fprintf(&b, ", id %d", t.Sport)
 		}
@@ -130,6 +134,9 @@ func icmpName(v6 bool, typ, code uint8) string {
 
 // EndpointString renders "A:P → B:Q" (addresses only for ICMP without id).
 func EndpointString(e *event.Endpoints) string {
+	if e == nil {
+		return "?"
+	}
 	return hostPort(e.Src, e.Sport) + " → " + hostPort(e.Dst, e.Dport)
 }
 
@@ -263,6 +270,9 @@ func Fate(p *event.Packet) string {
 	switch p.Verdict {
 	case event.FateDropped:
 		d := p.Drop
+		if d == nil {
+			return "DROPPED"
+		}
 		switch d.By {
 		case "rp_filter":
 			return fmt.Sprintf("DROPPED by rp_filter (%s mode on %s, %s). Fix: %s", d.Mode, d.Dev, d.Reason, d.Fix)
