@@ -223,3 +223,34 @@ func TestReportBadRecording(t *testing.T) {
 		t.Errorf("exit %d: %s %s", code, r.Stdout.String(), r.Stderr.String())
 	}
 }
+
+// flow --no-payload: the recorded capture holds headers only, and the
+// report shows no payload byte.
+func TestFlowNoPayload(t *testing.T) {
+	bin := binary(t)
+	l := labtest.ClientRouterServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := l.ListenUDP(ctx, "server", ":9999"); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	rec, out := filepath.Join(dir, "rec"), filepath.Join(dir, "r.html")
+	r := labtest.Start(t, bin, t.TempDir(), "flow", "--netns", l.Name("router"), "--record", rec, "--html", out, "--no-payload", "--duration", "2s", "udp port 9999")
+	const secret = "secret-payload-0123456789"
+	if _, err := l.UDPExchange("client", lab.ServerAddr+":9999", secret, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if code := r.Wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("exit %d: %s", code, r.Stderr.String())
+	}
+	pcap, _ := os.ReadFile(filepath.Join(rec, "capture.pcapng"))
+	page, _ := os.ReadFile(out)
+	stream, _ := os.ReadFile(filepath.Join(rec, "session.jsonl"))
+	if len(pcap) == 0 || strings.Contains(string(pcap), "secret-payload") || strings.Contains(string(page), "secret-pay") {
+		t.Errorf("a payload was kept (capture %d bytes)", len(pcap))
+	}
+	if !strings.Contains(string(stream), `"no_payload":true`) || !strings.Contains(string(page), "payload left out") {
+		t.Error("the recording or the report does not say payloads were left out")
+	}
+}
