@@ -8,7 +8,7 @@ import "encoding/binary"
 // header as far as it is there (never more than len(data)).
 func HeadersLen(data []byte, lt LinkType) int {
 	l3 := Network(data, lt)
-	if l3 == nil {
+	if len(l3) == 0 {
 		return min(len(data), 64) // not IP: keep what identifies it
 	}
 	off := len(data) - len(l3)
