@@ -10,7 +10,7 @@ BENCHTIME ?= 3x
 export CGO_ENABLED := 0
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: help build demo test fuzz bench lint clean deps generate check-generate
+.PHONY: help build demo test test-kernels fuzz bench lint clean deps generate check-generate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -27,6 +27,14 @@ demo: deps build ## build, create a lab in network namespaces, trace a port forw
 test: ## run all tests; privileged ones need root (NATTRACE_REQUIRE_PRIVILEGED=1 makes them fail instead of skip)
 	@hack/deps.sh test
 	$(GO) test -count=1 -timeout 20m ./...
+
+# The integration scenarios run again on the second kernel (test/kernels).
+KERNEL_TESTS ?= .
+
+test-kernels: build ## run the privileged tests again on Debian's 6.1 kernel under qemu (test/kernels; root)
+	@test/kernels/prepare.sh >/dev/null
+	$(GO) build -o bin/vmexec ./test/kernels/vmexec
+	NATTRACE_TEST_BINARY=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 40m -exec $(CURDIR)/bin/vmexec -run '$(KERNEL_TESTS)' ./test/kernels/ ./cmd/nattrace/
 
 fuzz: ## run every fuzz target for FUZZTIME (default 10s)
 	@set -e; for pkg in $$($(GO) list ./...); do \

@@ -66,9 +66,17 @@ func ClientRouterServer(t testing.TB) *lab.Lab {
 	return l
 }
 
+// BinaryEnv names a prebuilt nattrace binary for the tests to use instead
+// of building one (make test-kernels builds it on the host: a build inside
+// the emulated VM would take minutes).
+const BinaryEnv = "NATTRACE_TEST_BINARY"
+
 // Binary builds nattrace once per test binary into dir.
 func Binary(t testing.TB, dir string) string {
 	t.Helper()
+	if b := os.Getenv(BinaryEnv); b != "" {
+		return b
+	}
 	bin := filepath.Join(dir, "nattrace")
 	if _, err := os.Stat(bin); err == nil {
 		return bin
