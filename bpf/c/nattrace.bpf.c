@@ -536,8 +536,9 @@ int BPF_PROG(on_kfree, struct sk_buff *skb, void *location, enum skb_drop_reason
 	return 0;
 }
 
+/* consume_skb gained its location argument in 6.3: read only the skb. */
 SEC("tp_btf/consume_skb")
-int BPF_PROG(on_consume, struct sk_buff *skb, void *location)
+int BPF_PROG(on_consume, struct sk_buff *skb)
 {
 	__u64 key = (__u64)skb;
 	if (!is_tracked(key))
@@ -551,7 +552,6 @@ int BPF_PROG(on_consume, struct sk_buff *skb, void *location)
 	fill(e, EV_FREE, skb, BPF_CORE_READ(skb, dev), NULL);
 	if (!e->netns)
 		e->netns = ns;
-	e->location = (__u64)location;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
