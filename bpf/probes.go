@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
@@ -30,7 +31,12 @@ const (
 	KindRoute Kind = 4 // fib_table_lookup for the packet being received
 	KindFree  Kind = 5 // consume_skb: the packet's journey ended normally
 	KindNF    Kind = 6 // netfilter hook program: headers before/after NAT
+	KindRPF   Kind = 7 // fexit ip_route_input_noref: the input route's verdict (Err)
 )
+
+// RouteInputProbe names the fentry-family probe that gives the kernel's own
+// rp_filter verdict, where the kernel allows fexit.
+const RouteInputProbe = "fexit:ip_route_input_noref"
 
 func (k Kind) String() string {
 	switch k {
@@ -46,6 +52,8 @@ func (k Kind) String() string {
 		return "free"
 	case KindNF:
 		return "nf"
+	case KindRPF:
+		return "rpf"
 	}
 	return "unknown"
 }
@@ -113,6 +121,10 @@ func (o *coreObjects) Close() error {
 	return o.probesMaps.Close()
 }
 
+type rpfObjects struct {
+	OnRouteInput *ebpf.Program `ebpf:"on_route_input"`
+}
+
 type nfObjects struct {
 	OnNfBefore *ebpf.Program `ebpf:"on_nf_before"`
 	OnNfAfter  *ebpf.Program `ebpf:"on_nf_after"`
@@ -124,6 +136,7 @@ type Probes struct {
 	objs     coreObjects
 	nf       *nfObjects
 	nfErr    error
+	rpf      *rpfObjects
 	links    []link.Link
 	rd       *ringbuf.Reader
 	boot     time.Time // wall clock at monotonic zero
@@ -174,6 +187,9 @@ func Load(o Options) (*Probes, error) {
 	if len(p.links) == 0 {
 		p.objs.Close()
 		return nil, fmt.Errorf("%w: no tracepoint attached (%v)", ErrUnsupported, p.Missing)
+	}
+	if err := p.attachRouteInput(); err != nil {
+		p.Missing[RouteInputProbe] = err.Error()
 	}
 	rd, err := ringbuf.NewReader(p.objs.Events)
 	if err != nil {
@@ -370,6 +386,9 @@ func (p *Probes) decode(r *probesEvent) *Event {
 			e.CTReply = event.Tuple{Proto: proto, Src: ip4(r.CtReplySrc), Dst: ip4(r.CtReplyDst), Sport: r.CtReplySport, Dport: r.CtReplyDport}
 		}
 	}
+	if e.Kind == KindRPF {
+		e.Err, e.Src, e.Dst = r.Err, ip4(r.FlowSaddr), ip4(r.FlowDaddr)
+	}
 	if e.Kind == KindRoute {
 		e.Table, e.Err, e.IIF, e.OIF = r.Table, r.Err, r.FlowIif, r.FlowOif
 		e.Src, e.Dst = ip4(r.FlowSaddr), ip4(r.FlowDaddr)
@@ -415,12 +434,7 @@ func NFPriority(hook uint8, after bool) int32 {
 func (p *Probes) AttachNetfilter(name string, do func(func() error) error) error {
 	if p.nf == nil && p.nfErr == nil {
 		nf := &nfObjects{}
-		opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
-			"tracked": p.objs.Tracked, "events": p.objs.Events, "counters": p.objs.Counters,
-			"traced_netns": p.objs.TracedNetns, "flows": p.objs.Flows, "config_map": p.objs.ConfigMap,
-			"clauses": p.objs.Clauses, "rx_current": p.objs.RxCurrent,
-		}}
-		if err := p.spec.LoadAndAssign(nf, opts); err != nil {
+		if err := p.spec.LoadAndAssign(nf, p.sharedMaps()); err != nil {
 			p.nfErr = err
 		} else {
 			p.nf = nf
@@ -458,6 +472,69 @@ func (p *Probes) AttachNetfilter(name string, do func(func() error) error) error
 	})
 }
 
+// sharedMaps makes a separately loaded program use the core programs' maps.
+func (p *Probes) sharedMaps() *ebpf.CollectionOptions {
+	return &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+		"tracked": p.objs.Tracked, "events": p.objs.Events, "counters": p.objs.Counters,
+		"traced_netns": p.objs.TracedNetns, "flows": p.objs.Flows, "config_map": p.objs.ConfigMap,
+		"clauses": p.objs.Clauses, "rx_current": p.objs.RxCurrent,
+	}}
+}
+
+// attachRouteInput loads and attaches the fexit program on
+// ip_route_input_noref, whose int result says whether rp_filter rejected a
+// followed packet (-EXDEV). Kernels that refuse fexit (EPERM here), or
+// whose function returns a drop reason instead (6.13+), go without it.
+func (p *Probes) attachRouteInput() error {
+	if ret, err := routeInputReturn(); err != nil {
+		return err
+	} else if ret != "int" {
+		return fmt.Errorf("ip_route_input_noref returns %s on this kernel, not int", ret)
+	}
+	objs := &rpfObjects{}
+	if err := p.spec.LoadAndAssign(objs, p.sharedMaps()); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return fmt.Errorf("verifier: %v", ve)
+		}
+		return err
+	}
+	l, err := link.AttachTracing(link.TracingOptions{Program: objs.OnRouteInput})
+	if err != nil {
+		objs.OnRouteInput.Close()
+		return err
+	}
+	p.rpf = objs
+	p.links = append(p.links, l)
+	p.Attached = append(p.Attached, RouteInputProbe)
+	return nil
+}
+
+// routeInputReturn is the name of ip_route_input_noref's return type in
+// the kernel's BTF.
+func routeInputReturn() (string, error) {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return "", err
+	}
+	var fn *btf.Func
+	if err := spec.TypeByName("ip_route_input_noref", &fn); err != nil {
+		return "", err
+	}
+	proto, ok := fn.Type.(*btf.FuncProto)
+	if !ok {
+		return "", fmt.Errorf("ip_route_input_noref: no prototype")
+	}
+	t := btf.UnderlyingType(proto.Return)
+	switch t := t.(type) {
+	case *btf.Int:
+		return t.Name, nil
+	case *btf.Enum:
+		return "enum " + t.Name, nil
+	}
+	return fmt.Sprintf("%T", t), nil
+}
+
 // Counters returns how many events were sent, how many were lost because
 // the ring buffer was full, and how many packets were followed.
 func (p *Probes) Counters() (events, lost, tracked uint64) {
@@ -487,6 +564,9 @@ func (p *Probes) Close() error {
 		if p.nf != nil {
 			p.nf.OnNfBefore.Close()
 			p.nf.OnNfAfter.Close()
+		}
+		if p.rpf != nil {
+			p.rpf.OnRouteInput.Close()
 		}
 		p.objs.Close()
 	})

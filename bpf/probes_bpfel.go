@@ -139,13 +139,14 @@ type probesSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type probesProgramSpecs struct {
-	OnConsume  *ebpf.ProgramSpec `ebpf:"on_consume"`
-	OnFib      *ebpf.ProgramSpec `ebpf:"on_fib"`
-	OnKfree    *ebpf.ProgramSpec `ebpf:"on_kfree"`
-	OnNfAfter  *ebpf.ProgramSpec `ebpf:"on_nf_after"`
-	OnNfBefore *ebpf.ProgramSpec `ebpf:"on_nf_before"`
-	OnRx       *ebpf.ProgramSpec `ebpf:"on_rx"`
-	OnTx       *ebpf.ProgramSpec `ebpf:"on_tx"`
+	OnConsume    *ebpf.ProgramSpec `ebpf:"on_consume"`
+	OnFib        *ebpf.ProgramSpec `ebpf:"on_fib"`
+	OnKfree      *ebpf.ProgramSpec `ebpf:"on_kfree"`
+	OnNfAfter    *ebpf.ProgramSpec `ebpf:"on_nf_after"`
+	OnNfBefore   *ebpf.ProgramSpec `ebpf:"on_nf_before"`
+	OnRouteInput *ebpf.ProgramSpec `ebpf:"on_route_input"`
+	OnRx         *ebpf.ProgramSpec `ebpf:"on_rx"`
+	OnTx         *ebpf.ProgramSpec `ebpf:"on_tx"`
 }
 
 // probesMapSpecs contains maps before they are loaded into the kernel.
@@ -223,13 +224,14 @@ type probesVariables struct {
 //
 // It can be passed to loadProbesObjects or ebpf.CollectionSpec.LoadAndAssign.
 type probesPrograms struct {
-	OnConsume  *ebpf.Program `ebpf:"on_consume"`
-	OnFib      *ebpf.Program `ebpf:"on_fib"`
-	OnKfree    *ebpf.Program `ebpf:"on_kfree"`
-	OnNfAfter  *ebpf.Program `ebpf:"on_nf_after"`
-	OnNfBefore *ebpf.Program `ebpf:"on_nf_before"`
-	OnRx       *ebpf.Program `ebpf:"on_rx"`
-	OnTx       *ebpf.Program `ebpf:"on_tx"`
+	OnConsume    *ebpf.Program `ebpf:"on_consume"`
+	OnFib        *ebpf.Program `ebpf:"on_fib"`
+	OnKfree      *ebpf.Program `ebpf:"on_kfree"`
+	OnNfAfter    *ebpf.Program `ebpf:"on_nf_after"`
+	OnNfBefore   *ebpf.Program `ebpf:"on_nf_before"`
+	OnRouteInput *ebpf.Program `ebpf:"on_route_input"`
+	OnRx         *ebpf.Program `ebpf:"on_rx"`
+	OnTx         *ebpf.Program `ebpf:"on_tx"`
 }
 
 func (p *probesPrograms) Close() error {
@@ -239,6 +241,7 @@ func (p *probesPrograms) Close() error {
 		p.OnKfree,
 		p.OnNfAfter,
 		p.OnNfBefore,
+		p.OnRouteInput,
 		p.OnRx,
 		p.OnTx,
 	)

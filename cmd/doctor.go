@@ -153,7 +153,7 @@ func doctorBPF(d check) {
 		d.line(err == nil, pt.name, detail)
 	}
 	if err := features.HaveProgramType(ebpf.Tracing); err != nil {
-		d.line(false, "fentry/fexit", "unavailable: "+err.Error()+": exact fib_validate_source/NAT results are not observed")
+		d.line(false, "fentry/fexit", "unavailable: "+err.Error()+": the kernel's own rp_filter verdict is not observed (inferred from the reverse route and the IP_RPFILTER drop reason)")
 	} else {
 		d.line(true, "fentry/fexit", "available")
 	}
@@ -169,7 +169,19 @@ func doctorBPF(d check) {
 		return
 	}
 	defer p.Close()
-	d.line(true, "tracepoint probes", "active (tp_btf): "+strings.Join(p.Attached, ", "))
+	var tps []string
+	rpf := false
+	for _, a := range p.Attached {
+		if a == bpf.RouteInputProbe {
+			rpf = true
+		} else {
+			tps = append(tps, a)
+		}
+	}
+	d.line(true, "tracepoint probes", "active (tp_btf): "+strings.Join(tps, ", "))
+	if rpf {
+		d.line(true, "rp_filter verdict", "exact: "+bpf.RouteInputProbe+" (the kernel's input route result)")
+	}
 	for name, why := range p.Missing {
 		d.line(false, "probe "+name, why)
 	}

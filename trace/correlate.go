@@ -32,7 +32,7 @@ type Correlator struct {
 	journeyList []*journey
 	// RPFilter checks a received packet against rp_filter (set by the
 	// session; nil: no rpfilter steps).
-	RPFilter func(netns, iif string, src, dst netip.Addr, dropped bool) *event.Step
+	RPFilter func(netns, iif string, src, dst netip.Addr, k RPKernel) *event.Step
 	// Stopped is set when no more packets are wanted (--count reached):
 	// later packets are neither emitted nor counted in their flows.
 	Stopped bool
@@ -568,4 +568,13 @@ func ctStateName(s uint32) string {
 		}
 	}
 	return strings.Join(names, ",")
+}
+
+// RPKernel is what the kernel said about a packet's rp_filter check: an
+// IP_RPFILTER drop, or (where fexit works) the input route's own verdict.
+type RPKernel struct {
+	Dropped bool   // freed with drop reason IP_RPFILTER
+	Checked bool   // a probe saw the input route's verdict
+	Failed  bool   // that verdict was rp_filter's rejection
+	By      string // the probe
 }

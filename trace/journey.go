@@ -338,13 +338,19 @@ func (c *Correlator) rpfilterStep(o *event.Observation, j *journey) *event.Step 
 	if c.RPFilter == nil || o.Header == nil || o.Step.Dev == "" || o.Header.Family != 4 {
 		return nil
 	}
-	failed := false
+	var k RPKernel
 	for _, x := range j.obs {
-		if x.Probe == "drop" && x.Netns == o.Netns && x.Step.Reason == "IP_RPFILTER" {
-			failed = true
+		if x.Netns != o.Netns {
+			continue
+		}
+		switch {
+		case x.Probe == "drop" && x.Step.Reason == "IP_RPFILTER":
+			k.Dropped = true
+		case x.Probe == "rpf":
+			k.Checked, k.Failed, k.By = true, x.Step.Result == "fail", x.Step.By
 		}
 	}
-	return c.RPFilter(o.Netns, o.Step.Dev, o.Header.Tuple.Src, o.Header.Tuple.Dst, failed)
+	return c.RPFilter(o.Netns, o.Step.Dev, o.Header.Tuple.Src, o.Header.Tuple.Dst, k)
 }
 
 // rpfilterFix says what would let a packet through rp_filter.

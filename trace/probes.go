@@ -92,6 +92,15 @@ func (s *probeSource) observe(e *bpf.Event) *event.Observation {
 		st.Location = s.syms.Symbol(e.Location)
 	case bpf.KindFree:
 		st.Kind = ""
+	case bpf.KindRPF:
+		// The kernel's input route verdict: not a step, it decides the
+		// rpfilter step (-EXDEV: rp_filter rejected the source).
+		st.Kind = ""
+		st.Result = "pass"
+		if e.Err == -int32(unix.EXDEV) {
+			st.Result = "fail"
+		}
+		st.By = bpf.RouteInputProbe
 	case bpf.KindNF:
 		// A header snapshot before or after NAT, not a step.
 		st.Kind = ""

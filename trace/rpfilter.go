@@ -40,7 +40,7 @@ func newRPChecker(nss []*netns.NS) *rpChecker {
 
 // check returns the rpfilter step of a packet received on iif in a traced
 // namespace, or nil for a namespace that is not traced.
-func (r *rpChecker) check(name, iif string, src, dst netip.Addr, dropped bool) *event.Step {
+func (r *rpChecker) check(name, iif string, src, dst netip.Addr, k RPKernel) *event.Step {
 	ns := r.byNS[name]
 	if ns == nil || !src.Is4() {
 		return nil
@@ -58,8 +58,19 @@ func (r *rpChecker) check(name, iif string, src, dst netip.Addr, dropped bool) *
 		r.cache[key] = rpCached{st, time.Now()}
 		r.mu.Unlock()
 	}
-	if dropped && st.Mode != "off" {
-		st.Result = "fail" // confirmed by the IP_RPFILTER drop reason
+	switch {
+	case st.Mode == "off":
+	case k.Checked:
+		// The kernel's own verdict decides; the reverse lookup stays as
+		// the explanation (which device the route back uses).
+		st.Result, st.By = "pass", k.By
+		if k.Failed {
+			st.Result = "fail"
+		}
+	case k.Dropped:
+		st.Result, st.By = "fail", "reverse route lookup, IP_RPFILTER drop"
+	default:
+		st.By = "reverse route lookup"
 	}
 	return &st
 }

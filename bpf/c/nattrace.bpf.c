@@ -25,7 +25,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 enum lit_kind { LIT_FAMILY = 1, LIT_PROTO = 2, LIT_ADDR = 3, LIT_PORT = 4, LIT_FRAG = 5 };
 enum field { FIELD_SRC = 1, FIELD_DST = 2 };
-enum event_kind { EV_RX = 1, EV_TX = 2, EV_DROP = 3, EV_ROUTE = 4, EV_FREE = 5, EV_NF = 6 };
+enum event_kind { EV_RX = 1, EV_TX = 2, EV_DROP = 3, EV_ROUTE = 4, EV_FREE = 5, EV_NF = 6, EV_RPF = 7 };
 enum counter { CNT_EVENTS = 0, CNT_LOST = 1, CNT_TRACKED = 2, CNT_MAX = 4 };
 
 /* One literal of a DNF clause (see package filter). */
@@ -552,6 +552,30 @@ int BPF_PROG(on_consume, struct sk_buff *skb)
 	fill(e, EV_FREE, skb, BPF_CORE_READ(skb, dev), NULL);
 	if (!e->netns)
 		e->netns = ns;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* The input route's verdict for a followed packet, from a kernel with
+ * fentry (not this project's 6.18, which refuses it; Debian's 6.1 has it).
+ * ip_route_input_noref returns -EXDEV exactly when rp_filter rejected the
+ * source (ip_rcv_finish_core then drops with IP_RPFILTER). Its five
+ * arguments fit the 6-argument trampolines of older kernels, which
+ * fib_validate_source's eight do not. Loaded apart from the tracepoint
+ * programs. */
+SEC("fexit/ip_route_input_noref")
+int BPF_PROG(on_route_input, struct sk_buff *skb, __u32 daddr, __u32 saddr, __u8 tos, struct net_device *dev, int ret)
+{
+	__u64 key = (__u64)skb;
+	if (!is_tracked(key))
+		return 0;
+	struct event *e = reserve();
+	if (!e)
+		return 0;
+	fill(e, EV_RPF, skb, dev, NULL);
+	e->err = ret;
+	e->flow_saddr = saddr;
+	e->flow_daddr = daddr;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
