@@ -281,6 +281,9 @@ func Fate(p *event.Packet) string {
 			if d.Location != "" {
 				s += " at " + d.Location
 			}
+			if d.Fix != "" {
+				s += ". " + d.Fix
+			}
 			return s
 		}
 		if d.By == event.KindPolicy {

@@ -307,6 +307,7 @@ func (c *Correlator) merge(j *journey, group []*pkt) *pkt {
 		} else {
 			lead.p.Drop.Reason, lead.p.Drop.Location = o.Step.Reason, o.Step.Location
 		}
+		explainDrop(lead.p, o)
 		for _, s := range steps {
 			if s.Kind == event.KindRPF && s.Result == "fail" {
 				lead.p.Drop.By, lead.p.Drop.Dev, lead.p.Drop.Mode = "rp_filter", s.Dev, s.Mode
@@ -323,6 +324,47 @@ func (c *Correlator) merge(j *journey, group []*pkt) *pkt {
 		}
 	}
 	return lead
+}
+
+// explainDrop fills in what a kernel drop reason leaves implicit, and
+// what older kernels do not report: a route lookup's miss (6.1's
+// fib_table_lookup tracepoint fires only on hits), and a loopback
+// destination after DNAT (IP_LOCALNET; 6.1 says NOT_SPECIFIED).
+func explainDrop(p *event.Packet, o *event.Observation) {
+	d := p.Drop
+	switch {
+	case d.Reason == "IP_INNOROUTES" || d.Reason == "IP_OUTNOROUTES":
+		for _, s := range p.Steps {
+			if s.Kind == event.KindRoute && s.Error != "" && s.Netns == o.Netns {
+				return
+			}
+		}
+		dst := p.Tuple.Dst
+		if o.Header != nil {
+			dst = o.Header.Tuple.Dst
+		}
+		st := event.Step{Kind: event.KindRoute, Netns: o.Netns, Dst: dst.String(), Table: "any",
+			Error: "no route (ENETUNREACH; from the drop reason, the route lookup's miss was not traced)"}
+		for i := range p.Steps {
+			if p.Steps[i].Kind == event.KindDrop {
+				p.Steps = append(p.Steps[:i], append([]event.Step{st}, p.Steps[i:]...)...)
+				return
+			}
+		}
+		p.Steps = append(p.Steps, st)
+	case d.Reason == "IP_LOCALNET" || d.Reason == "NOT_SPECIFIED" && strings.HasPrefix(d.Location, "ip_rcv_finish_core"):
+		for _, s := range p.Steps {
+			if s.Kind == event.KindNAT && s.After != nil && s.After.Dst.IsLoopback() && !s.Reverse {
+				dev := d.Dev
+				if dev == "" {
+					dev = p.IIF
+				}
+				d.Fix = fmt.Sprintf("the destination after %s is %s, a loopback address arriving on %s: the kernel drops it unless net.ipv4.conf.%s.route_localnet=1",
+					strings.ToUpper(s.NAT), s.After.Dst, dev, dev)
+				return
+			}
+		}
+	}
 }
 
 // pingDelivery reports whether a drop is ping_rcv freeing an echo reply

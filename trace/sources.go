@@ -30,6 +30,15 @@ type resolver struct {
 	snap    *ruleset.Snapshot
 	loaded  time.Time
 	loadErr error
+	// lastPos is the position of the last rule traced per packet and
+	// chain: a kernel before 6.3 reports a rule's return verdict without
+	// the rule's handle, and the rule is the first return rule after it.
+	lastPos map[lastKey]int
+}
+
+type lastKey struct {
+	id           uint32
+	table, chain string
 }
 
 func newResolver(ns *netns.NS, id string, opts ruleset.Options) (*resolver, error) {
@@ -151,6 +160,7 @@ func (r *resolver) fromNFT(e *nftrace.Event, at time.Time) *event.Observation {
 		if c != nil {
 			if pos, rule := c.ByHandle(e.Handle); rule != nil {
 				s.Position, s.Rule = pos, rule.Text
+				r.notePos(e, pos)
 			}
 		}
 	case nftrace.TypePolicy:
@@ -163,12 +173,60 @@ func (r *resolver) fromNFT(e *nftrace.Event, at time.Time) *event.Observation {
 			s.Rule, s.Position = c.PolicyText(), c.End()
 		}
 	case nftrace.TypeReturn:
+		// Kernels before 6.3 (Debian's 6.1) send this, with no rule
+		// handle, where later ones send a rule event: for a rule whose
+		// verdict is return, and (verdict continue) at the end of a chain.
+		if e.Verdict.Code == nftrace.NFTReturn && c != nil {
+			if pos, rule := firstReturn(c, r.lastPosOf(e)); rule != nil {
+				s.Kind, s.Verdict, s.Position, s.Rule, s.Handle = event.KindRule, event.VerdictReturn, pos, rule.Text, rule.Handle
+				break
+			}
+		}
+		if c != nil && c.Base {
+			o.Internal = true // the policy event follows
+			return o
+		}
 		s.Kind, s.Verdict = event.KindReturn, event.VerdictReturn
+		if c != nil {
+			s.Position = c.End()
+		}
 	default:
 		o.Internal = true
 	}
 	o.Step = s
 	return o
+}
+
+func (r *resolver) notePos(e *nftrace.Event, pos int) {
+	if r.lastPos == nil || len(r.lastPos) > 4096 {
+		r.lastPos = map[lastKey]int{}
+	}
+	r.lastPos[lastKey{e.ID, e.Table, e.Chain}] = pos
+}
+
+func (r *resolver) lastPosOf(e *nftrace.Event) int {
+	return r.lastPos[lastKey{e.ID, e.Table, e.Chain}]
+}
+
+// firstReturn finds the first rule after position after whose verdict is
+// return (iptables -j RETURN, nft return).
+func firstReturn(c *ruleset.Chain, after int) (int, *ruleset.Rule) {
+	pos := 0
+	for i := range c.Rules {
+		rule := &c.Rules[i]
+		if rule.Own {
+			continue
+		}
+		pos++
+		if pos <= after {
+			continue
+		}
+		f := strings.Fields(rule.Text)
+		if rule.Target == "RETURN" || len(f) > 0 && f[len(f)-1] == "return" {
+			return pos, rule
+		}
+	}
+	return 0, nil
 }
 
 func hasHandle(c *ruleset.Chain, h uint64) bool {
