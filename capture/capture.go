@@ -309,7 +309,7 @@ loop:
 		case p := <-c.pkts:
 			buf = append(buf, p)
 		case now := <-tick.C:
-			if flush(now.Add(-o.Window)) {
+			if flush(c.horizon(now, o.Window)) {
 				break loop
 			}
 		case <-ctx.Done():
@@ -389,4 +389,29 @@ func ReadFile(path string, out io.Writer) (int, error) {
 			fmt.Fprintf(out, "    comment: %s\n", p.Comment)
 		}
 	}
+}
+
+// maxLag bounds how long the merge waits for a socket that lags behind.
+const maxLag = 5 * time.Second
+
+// horizon is the time before which packets can be written in order: every
+// socket has delivered what it captured before it (its mark), and packets
+// have waited window (for Keep and Annotate). A socket that lags more than
+// maxLag is not waited for.
+func (c *Capture) horizon(now time.Time, window time.Duration) time.Time {
+	h := now.Add(-window)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.sources {
+		if s.closed.Load() {
+			continue
+		}
+		if m := time.Unix(0, s.mark.Load()); m.Before(h) {
+			h = m
+		}
+	}
+	if floor := now.Add(-maxLag); h.Before(floor) {
+		h = floor
+	}
+	return h
 }

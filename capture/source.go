@@ -22,6 +22,10 @@ type RingConfig struct {
 	NumBlocks int
 }
 
+// blockTimeout is how long the kernel keeps a partly filled ring block
+// before handing it over.
+const blockTimeout = 10 * time.Millisecond
+
 // DefaultRing is 4 MiB per interface.
 var DefaultRing = RingConfig{BlockSize: 1 << 20, NumBlocks: 4}
 
@@ -34,6 +38,9 @@ type source struct {
 	captured atomic.Uint64
 	filtered atomic.Uint64
 	closed   atomic.Bool
+	// mark is the time (Unix ns) before which this socket has delivered
+	// every packet: the merge writes nothing newer than the lowest mark.
+	mark atomic.Int64
 	// kernel counters, accumulated (reading them resets them)
 	kpackets, kdrops atomic.Uint64
 }
@@ -84,7 +91,7 @@ func openSource(ns *netns.NS, iface string, expr filter.Node, snaplen uint32, ri
 		}
 		tp, err := afpacket.NewTPacket(afpacket.OptInterface(iface), afpacket.TPacketVersion3,
 			afpacket.OptFrameSize(min(65536, ring.BlockSize)), afpacket.OptBlockSize(ring.BlockSize), afpacket.OptNumBlocks(ring.NumBlocks),
-			afpacket.OptPollTimeout(100*time.Millisecond), afpacket.OptBlockTimeout(10*time.Millisecond))
+			afpacket.OptPollTimeout(100*time.Millisecond), afpacket.OptBlockTimeout(blockTimeout))
 		if err != nil {
 			return fmt.Errorf("AF_PACKET socket on %s/%s: %w", ns, iface, err)
 		}
@@ -104,10 +111,18 @@ func openSource(ns *netns.NS, iface string, expr filter.Node, snaplen uint32, ri
 
 // run reads packets until close, calling fn for those the filter accepts.
 func (s *source) run(fn func(*Packet)) {
+	s.mark.Store(time.Now().UnixNano())
 	for !s.closed.Load() {
+		started := time.Now()
 		data, ci, err := s.tp.ZeroCopyReadPacketData()
 		if err != nil {
-			if errors.Is(err, afpacket.ErrTimeout) || errors.Is(err, afpacket.ErrPoll) {
+			if errors.Is(err, afpacket.ErrTimeout) {
+				// Nothing pending: every packet stamped before the poll
+				// began (less a block's retire time) has been read.
+				s.mark.Store(started.Add(-blockTimeout).UnixNano())
+				continue
+			}
+			if errors.Is(err, afpacket.ErrPoll) {
 				continue
 			}
 			if s.closed.Load() {
@@ -123,6 +138,7 @@ func (s *source) run(fn func(*Packet)) {
 		if n < len(data) {
 			data = data[:n]
 		}
+		s.mark.Store(ci.Timestamp.UnixNano()) // one socket delivers in order
 		p := &Packet{Time: ci.Timestamp, Iface: s.ifc, Data: append([]byte(nil), data...), OrigLen: ci.Length, Dir: s.direction(data)}
 		s.captured.Add(1)
 		fn(p)
