@@ -26,6 +26,9 @@ type RingConfig struct {
 // before handing it over.
 const blockTimeout = 10 * time.Millisecond
 
+// markMargin is how far before an idle poll a socket's watermark stays.
+const markMargin = 200 * time.Millisecond
+
 // DefaultRing is 4 MiB per interface.
 var DefaultRing = RingConfig{BlockSize: 1 << 20, NumBlocks: 4}
 
@@ -117,9 +120,11 @@ func (s *source) run(fn func(*Packet)) {
 		data, ci, err := s.tp.ZeroCopyReadPacketData()
 		if err != nil {
 			if errors.Is(err, afpacket.ErrTimeout) {
-				// Nothing pending: every packet stamped before the poll
-				// began (less a block's retire time) has been read.
-				s.mark.Store(started.Add(-blockTimeout).UnixNano())
+				// Nothing retired: every packet stamped well before the
+				// poll began has been read. The margin covers a block's
+				// retire timer firing late (seen under emulation) and
+				// transmit stamps taken before the packet reached the tap.
+				s.mark.Store(started.Add(-markMargin).UnixNano())
 				continue
 			}
 			if errors.Is(err, afpacket.ErrPoll) {
