@@ -36,7 +36,7 @@ KERNEL_SKIP ?= TestReportHTML
 test-kernels: build ## run the privileged tests again on Debian's 6.1 kernel under qemu (test/kernels; root)
 	@test/kernels/prepare.sh >/dev/null
 	$(GO) build -o bin/vmexec ./test/kernels/vmexec
-	NATTRACE_TEST_BINARY=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 40m -exec $(CURDIR)/bin/vmexec -run '$(KERNEL_TESTS)' -skip '$(KERNEL_SKIP)' ./test/kernels/ ./cmd/nattrace/
+	NATTRACE_TEST_BINARY=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 40m -exec $(CURDIR)/bin/vmexec -run '$(KERNEL_TESTS)' -skip '$(KERNEL_SKIP)' ./test/kernels/ ./bpf/ ./cmd/nattrace/
 
 fuzz: ## run every fuzz target for FUZZTIME (default 10s)
 	@set -e; for pkg in $$($(GO) list ./...); do \

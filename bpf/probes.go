@@ -121,6 +121,15 @@ func (o *coreObjects) Close() error {
 	return o.probesMaps.Close()
 }
 
+type natObjects struct {
+	OnNatEnter *ebpf.Program `ebpf:"on_nat_enter"`
+	OnNatExit  *ebpf.Program `ebpf:"on_nat_exit"`
+}
+
+// NATTracingProbe names the fentry/fexit pair that takes the NAT snapshots
+// where BPF netfilter programs are missing.
+const NATTracingProbe = "fentry/fexit:nf_nat_manip_pkt"
+
 type rpfObjects struct {
 	OnRouteInput *ebpf.Program `ebpf:"on_route_input"`
 }
@@ -137,6 +146,7 @@ type Probes struct {
 	nf       *nfObjects
 	nfErr    error
 	rpf      *rpfObjects
+	nat      *natObjects
 	links    []link.Link
 	rd       *ringbuf.Reader
 	boot     time.Time // wall clock at monotonic zero
@@ -510,6 +520,41 @@ func (p *Probes) attachRouteInput() error {
 	return nil
 }
 
+// AttachNATTracing takes the NAT snapshots with fentry and fexit on
+// nf_nat_manip_pkt (in the nf_nat module, which must be loaded), for kernels
+// without BPF netfilter programs. The programs see every namespace; they
+// report only followed packets.
+func (p *Probes) AttachNATTracing() error {
+	if p.nat != nil {
+		return nil
+	}
+	objs := &natObjects{}
+	if err := p.spec.LoadAndAssign(objs, p.sharedMaps()); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return fmt.Errorf("verifier: %v", ve)
+		}
+		return err
+	}
+	var ls []link.Link
+	for _, prog := range []*ebpf.Program{objs.OnNatEnter, objs.OnNatExit} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+		if err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			objs.OnNatEnter.Close()
+			objs.OnNatExit.Close()
+			return err
+		}
+		ls = append(ls, l)
+	}
+	p.nat = objs
+	p.links = append(p.links, ls...)
+	p.Attached = append(p.Attached, NATTracingProbe)
+	return nil
+}
+
 // routeInputReturn is the name of ip_route_input_noref's return type in
 // the kernel's BTF.
 func routeInputReturn() (string, error) {
@@ -567,6 +612,10 @@ func (p *Probes) Close() error {
 		}
 		if p.rpf != nil {
 			p.rpf.OnRouteInput.Close()
+		}
+		if p.nat != nil {
+			p.nat.OnNatEnter.Close()
+			p.nat.OnNatExit.Close()
 		}
 		p.objs.Close()
 	})

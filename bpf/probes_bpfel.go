@@ -142,6 +142,8 @@ type probesProgramSpecs struct {
 	OnConsume    *ebpf.ProgramSpec `ebpf:"on_consume"`
 	OnFib        *ebpf.ProgramSpec `ebpf:"on_fib"`
 	OnKfree      *ebpf.ProgramSpec `ebpf:"on_kfree"`
+	OnNatEnter   *ebpf.ProgramSpec `ebpf:"on_nat_enter"`
+	OnNatExit    *ebpf.ProgramSpec `ebpf:"on_nat_exit"`
 	OnNfAfter    *ebpf.ProgramSpec `ebpf:"on_nf_after"`
 	OnNfBefore   *ebpf.ProgramSpec `ebpf:"on_nf_before"`
 	OnRouteInput *ebpf.ProgramSpec `ebpf:"on_route_input"`
@@ -227,6 +229,8 @@ type probesPrograms struct {
 	OnConsume    *ebpf.Program `ebpf:"on_consume"`
 	OnFib        *ebpf.Program `ebpf:"on_fib"`
 	OnKfree      *ebpf.Program `ebpf:"on_kfree"`
+	OnNatEnter   *ebpf.Program `ebpf:"on_nat_enter"`
+	OnNatExit    *ebpf.Program `ebpf:"on_nat_exit"`
 	OnNfAfter    *ebpf.Program `ebpf:"on_nf_after"`
 	OnNfBefore   *ebpf.Program `ebpf:"on_nf_before"`
 	OnRouteInput *ebpf.Program `ebpf:"on_route_input"`
@@ -239,6 +243,8 @@ func (p *probesPrograms) Close() error {
 		p.OnConsume,
 		p.OnFib,
 		p.OnKfree,
+		p.OnNatEnter,
+		p.OnNatExit,
 		p.OnNfAfter,
 		p.OnNfBefore,
 		p.OnRouteInput,

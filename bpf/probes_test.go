@@ -88,6 +88,9 @@ func TestJourneyAcrossNamespaces(t *testing.T) {
 		if e.Ifname != "" {
 			s += "/" + e.Ifname
 		}
+		if e.Kind == KindRPF {
+			continue // the input route's verdict, where fexit works (6.1)
+		}
 		if e.Kind == KindRoute {
 			if e.Dst.String() == lab.ServerAddr && ns[e.Netns] == "router" {
 				route = e
@@ -99,6 +102,16 @@ func TestJourneyAcrossNamespaces(t *testing.T) {
 	want := "tx@client/c0 rx@router/r0 tx@router/r1 rx@server/s0 free@server"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("journey %q, want %q", strings.Join(got, " "), want)
+	}
+	if route == nil {
+		// Debian's 6.1 does not report the first packet's lookup here (seen
+		// under qemu); the connection's next packets carry it.
+		for _, e := range c.all() {
+			if e.Kind == KindRoute && e.Dst.String() == lab.ServerAddr && ns[e.Netns] == "router" {
+				route = e
+				break
+			}
+		}
 	}
 	if route == nil || route.ResIfname != "r1" || route.Err != 0 || route.Src.String() != lab.ClientAddr {
 		t.Fatalf("the router's route lookup for the server: %+v", route)

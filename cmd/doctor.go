@@ -152,6 +152,15 @@ func doctorBPF(d check) {
 		}
 		d.line(err == nil, pt.name, detail)
 	}
+	nfErr, trErr := features.HaveProgramType(ebpf.Netfilter), features.HaveProgramType(ebpf.Tracing)
+	switch {
+	case nfErr == nil:
+		d.line(true, "NAT snapshots", "BPF netfilter programs around NAT in each traced namespace")
+	case trErr == nil:
+		d.line(true, "NAT snapshots", bpf.NATTracingProbe+" (BPF netfilter programs need 6.4; the nf_nat module must be loaded)")
+	default:
+		d.line(false, "NAT snapshots", "neither BPF netfilter programs nor fentry: translations come from trace events and conntrack only")
+	}
 	if err := features.HaveProgramType(ebpf.Tracing); err != nil {
 		d.line(false, "fentry/fexit", "unavailable: "+err.Error()+": the kernel's own rp_filter verdict is not observed (inferred from the reverse route and the IP_RPFILTER drop reason)")
 	} else {

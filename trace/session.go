@@ -363,7 +363,11 @@ func (s *Session) startProbes() {
 	s.probeSrc = newProbeSource(p, traced)
 	for _, n := range s.nss {
 		if err := p.AttachNetfilter(n.ns.Name, n.ns.Do); err != nil {
-			s.warnings = append(s.warnings, fmt.Sprintf("BPF netfilter snapshots around NAT unavailable (%v): translations come from trace events and conntrack only", err))
+			// Kernels before 6.4: the same snapshots from fentry/fexit on
+			// nf_nat_manip_pkt, where fentry works.
+			if terr := p.AttachNATTracing(); terr != nil {
+				s.warnings = append(s.warnings, fmt.Sprintf("NAT snapshots unavailable (BPF netfilter programs: %v; %s: %v): translations come from trace events and conntrack only", err, bpf.NATTracingProbe, terr))
+			}
 			break
 		}
 	}

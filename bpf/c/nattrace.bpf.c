@@ -627,6 +627,24 @@ int BPF_PROG(on_fib, __u32 tb_id, const struct flowi4 *flp, const struct fib_nh_
 	return 0;
 }
 
+/* The conntrack entry's tuples, from the skb. */
+static __always_inline void ct_tuples(struct event *e, const struct sk_buff *skb)
+{
+	unsigned long nfct = BPF_CORE_READ(skb, _nfct);
+	struct nf_conn *ct = (struct nf_conn *)(nfct & ~7UL);
+	if (!ct)
+		return;
+	e->ct_orig_src = BPF_CORE_READ(ct, tuplehash[0].tuple.src.u3.ip);
+	e->ct_orig_dst = BPF_CORE_READ(ct, tuplehash[0].tuple.dst.u3.ip);
+	e->ct_orig_sport = bpf_ntohs(BPF_CORE_READ(ct, tuplehash[0].tuple.src.u.all));
+	e->ct_orig_dport = bpf_ntohs(BPF_CORE_READ(ct, tuplehash[0].tuple.dst.u.all));
+	e->ct_reply_src = BPF_CORE_READ(ct, tuplehash[1].tuple.src.u3.ip);
+	e->ct_reply_dst = BPF_CORE_READ(ct, tuplehash[1].tuple.dst.u3.ip);
+	e->ct_reply_sport = bpf_ntohs(BPF_CORE_READ(ct, tuplehash[1].tuple.src.u.all));
+	e->ct_reply_dport = bpf_ntohs(BPF_CORE_READ(ct, tuplehash[1].tuple.dst.u.all));
+	e->ct_proto = BPF_CORE_READ(ct, tuplehash[0].tuple.dst.protonum);
+}
+
 /* BPF netfilter programs, attached inside each traced namespace just before
  * and after NAT (DNAT in prerouting and output, SNAT in postrouting): the
  * packet's headers on both sides of the translation, and the conntrack
@@ -659,19 +677,7 @@ static __always_inline int nf_snapshot(struct bpf_nf_ctx *ctx, __u8 phase)
 		e->ifindex = BPF_CORE_READ(out, ifindex);
 		BPF_CORE_READ_STR_INTO(&e->ifname, out, name);
 	}
-	unsigned long nfct = BPF_CORE_READ(skb, _nfct);
-	struct nf_conn *ct = (struct nf_conn *)(nfct & ~7UL);
-	if (ct) {
-		e->ct_orig_src = BPF_CORE_READ(ct, tuplehash[0].tuple.src.u3.ip);
-		e->ct_orig_dst = BPF_CORE_READ(ct, tuplehash[0].tuple.dst.u3.ip);
-		e->ct_orig_sport = bpf_ntohs(BPF_CORE_READ(ct, tuplehash[0].tuple.src.u.all));
-		e->ct_orig_dport = bpf_ntohs(BPF_CORE_READ(ct, tuplehash[0].tuple.dst.u.all));
-		e->ct_reply_src = BPF_CORE_READ(ct, tuplehash[1].tuple.src.u3.ip);
-		e->ct_reply_dst = BPF_CORE_READ(ct, tuplehash[1].tuple.dst.u3.ip);
-		e->ct_reply_sport = bpf_ntohs(BPF_CORE_READ(ct, tuplehash[1].tuple.src.u.all));
-		e->ct_reply_dport = bpf_ntohs(BPF_CORE_READ(ct, tuplehash[1].tuple.dst.u.all));
-		e->ct_proto = BPF_CORE_READ(ct, tuplehash[0].tuple.dst.protonum);
-	}
+	ct_tuples(e, skb);
 	bpf_ringbuf_submit(e, 0);
 	return 1;
 }
@@ -686,4 +692,58 @@ SEC("netfilter")
 int on_nf_after(struct bpf_nf_ctx *ctx)
 {
 	return nf_snapshot(ctx, 1);
+}
+
+/* Kernels without BPF netfilter programs (before 6.4) but with fentry (6.1):
+ * the same snapshots from nf_nat_manip_pkt, on entry (before the
+ * translation) and exit (after). nf_nat_packet would give the hook, but it
+ * is inlined into its caller; nf_nat_manip_pkt lives in another file. Its
+ * manip type gives the hook: a destination change happens in prerouting,
+ * or in output for a packet with no device yet; a source change in
+ * postrouting. The output device comes from the skb's route. */
+static __always_inline int nat_snapshot(struct sk_buff *skb, unsigned int mtype, __u8 phase)
+{
+	struct parsed p = {};
+	if (parse(l3_of(skb, false), &p) < 0)
+		return 0;
+	__u64 key = (__u64)skb;
+	__u32 ns = skb_netns(skb);
+	if (!tracked_as(key, &p)) {
+		if (!BPF_CORE_READ_BITFIELD_PROBED(skb, nf_trace) || !ns_traced(ns))
+			return 0;
+		track(key, ns, fingerprint(&p));
+	}
+	struct event *e = reserve();
+	if (!e)
+		return 0;
+	fill(e, EV_NF, skb, NULL, &p);
+	e->netns = ns;
+	if (mtype == 1 /* NF_NAT_MANIP_DST */)
+		e->nf_hook = BPF_CORE_READ(skb, dev) ? 0 /* PRE_ROUTING */ : 3 /* LOCAL_OUT */;
+	else
+		e->nf_hook = 4; /* POST_ROUTING */
+	e->nf_phase = phase;
+	struct dst_entry *dst = (struct dst_entry *)(BPF_CORE_READ(skb, _skb_refdst) & ~1UL);
+	if (dst && e->nf_hook == 4) {
+		struct net_device *out = BPF_CORE_READ(dst, dev);
+		if (out) {
+			e->ifindex = BPF_CORE_READ(out, ifindex);
+			BPF_CORE_READ_STR_INTO(&e->ifname, out, name);
+		}
+	}
+	ct_tuples(e, skb);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("fentry/nf_nat_manip_pkt")
+int BPF_PROG(on_nat_enter, struct sk_buff *skb, struct nf_conn *ct, unsigned int mtype, unsigned int dir)
+{
+	return nat_snapshot(skb, mtype, 0);
+}
+
+SEC("fexit/nf_nat_manip_pkt")
+int BPF_PROG(on_nat_exit, struct sk_buff *skb, struct nf_conn *ct, unsigned int mtype, unsigned int dir, unsigned int ret)
+{
+	return nat_snapshot(skb, mtype, 1);
 }

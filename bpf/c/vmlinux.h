@@ -85,6 +85,11 @@ struct sk_buff {
 	int skb_iif;
 	__u32 mark;
 	unsigned long _nfct;
+	unsigned long _skb_refdst;
+};
+
+struct dst_entry {
+	struct net_device *dev;
 };
 
 struct nf_hook_state {

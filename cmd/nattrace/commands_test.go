@@ -71,12 +71,14 @@ func TestDoctor(t *testing.T) {
 		want = append(want,
 			`(?m)^  ok   fentry/fexit\s+available`,
 			`(?m)^  ok   kprobe probes\s+available`,
-			`(?m)^  no   BPF prog type netfilter\s+.*requires >= v6.4`)
+			`(?m)^  no   BPF prog type netfilter\s+.*requires >= v6.4`,
+			`(?m)^  ok   NAT snapshots\s+fentry/fexit:nf_nat_manip_pkt`)
 	} else {
 		want = append(want,
 			`(?m)^  no   fentry/fexit\s+unavailable: .*operation not permitted`,
 			`(?m)^  no   kprobe probes\s+unavailable: the kernel has no kprobe PMU`,
-			`(?m)^  ok   BPF prog type netfilter\s+loads`)
+			`(?m)^  ok   BPF prog type netfilter\s+loads`,
+			`(?m)^  ok   NAT snapshots\s+BPF netfilter programs`)
 	}
 	for _, re := range want {
 		if !regexp.MustCompile(re).MatchString(s) {
