@@ -491,6 +491,19 @@ func (p *Probes) sharedMaps() *ebpf.CollectionOptions {
 	}}
 }
 
+// loadExtra loads programs kept apart from the tracepoint ones (objs is a
+// struct of programs) with the core programs' maps.
+func (p *Probes) loadExtra(objs any) error {
+	if err := p.spec.LoadAndAssign(objs, p.sharedMaps()); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return fmt.Errorf("verifier: %v", ve)
+		}
+		return err
+	}
+	return nil
+}
+
 // attachRouteInput loads and attaches the fexit program on
 // ip_route_input_noref, whose int result says whether rp_filter rejected a
 // followed packet (-EXDEV). Kernels that refuse fexit (EPERM here), or
@@ -502,11 +515,7 @@ func (p *Probes) attachRouteInput() error {
 		return fmt.Errorf("ip_route_input_noref returns %s on this kernel, not int", ret)
 	}
 	objs := &rpfObjects{}
-	if err := p.spec.LoadAndAssign(objs, p.sharedMaps()); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return fmt.Errorf("verifier: %v", ve)
-		}
+	if err := p.loadExtra(objs); err != nil {
 		return err
 	}
 	l, err := link.AttachTracing(link.TracingOptions{Program: objs.OnRouteInput})
@@ -529,11 +538,7 @@ func (p *Probes) AttachNATTracing() error {
 		return nil
 	}
 	objs := &natObjects{}
-	if err := p.spec.LoadAndAssign(objs, p.sharedMaps()); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return fmt.Errorf("verifier: %v", ve)
-		}
+	if err := p.loadExtra(objs); err != nil {
 		return err
 	}
 	var ls []link.Link

@@ -118,15 +118,5 @@ func writeReport(dir, out, version string, o report.HTMLOptions) (summary string
 	if err := os.Rename(tmp.Name(), out); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%d packets, %s", len(rec.Packets), humanSize(st.Size())), nil
-}
-
-func humanSize(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.0f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d bytes", n)
+	return fmt.Sprintf("%d packets, %s", len(rec.Packets), report.ByteSize(st.Size())), nil
 }

@@ -336,19 +336,20 @@ func captureViewOf(rec *Recording, ix *captureIndex, limit int64) captureView {
 	if rec.Capture == "" {
 		return captureView{Reason: "no capture in the recording"}
 	}
-	v := captureView{Name: valid(filepath.Base(rec.Capture)), Size: byteSize(ix.size), Frames: ix.frames, Warning: valid(ix.warning)}
+	v := captureView{Name: valid(filepath.Base(rec.Capture)), Size: ByteSize(ix.size), Frames: ix.frames, Warning: valid(ix.warning)}
 	switch {
 	case ix.raw != nil:
 		v.DataURL = template.URL("data:application/vnd.tcpdump.pcap;base64," + base64.StdEncoding.EncodeToString(ix.raw))
 	case limit <= 0:
 		v.Reason = "not attached (--embed-limit 0)"
 	default:
-		v.Reason = fmt.Sprintf("not attached: larger than --embed-limit %s; it is %s in the recording directory", byteSize(limit), v.Name)
+		v.Reason = fmt.Sprintf("not attached: larger than --embed-limit %s; it is %s in the recording directory", ByteSize(limit), v.Name)
 	}
 	return v
 }
 
-func byteSize(n int64) string {
+// ByteSize formats a size as 12 bytes, 3.4 KiB or 5.6 MiB.
+func ByteSize(n int64) string {
 	switch {
 	case n >= 1<<20:
 		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
