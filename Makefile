@@ -39,10 +39,7 @@ test-kernels: build ## run the privileged tests again on Debian's 6.1 kernel und
 	NATTRACE_TEST_BINARY=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 40m -exec $(CURDIR)/bin/vmexec -run '$(KERNEL_TESTS)' -skip '$(KERNEL_SKIP)' ./test/kernels/ ./bpf/ ./cmd/nattrace/
 
 fuzz: ## run every fuzz target for FUZZTIME (default 10s)
-	@set -e; for pkg in $$($(GO) list ./...); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg; \
-	  done; done
+	@GO=$(GO) FUZZTIME=$(FUZZTIME) hack/fuzz.sh
 
 bench: ## run the benchmarks (report rendering and opening in Chromium; see BENCHMARKS.md)
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./report/
