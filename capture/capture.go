@@ -259,7 +259,6 @@ func Run(ctx context.Context, o Options, out io.Writer) ([]IfStats, error) {
 	}
 	counts := map[*Interface]uint64{}
 	added := map[*Interface]bool{}
-	var buf []*Packet
 	printed := 0
 	emit := func(p *Packet) bool {
 		if o.Keep != nil && !o.Keep(p) {
@@ -285,45 +284,20 @@ func Run(ctx context.Context, o Options, out io.Writer) ([]IfStats, error) {
 		printed++
 		return o.Count > 0 && printed >= o.Count
 	}
-	flush := func(before time.Time) bool {
-		sort.SliceStable(buf, func(i, j int) bool { return buf[i].Time.Before(buf[j].Time) })
-		n := 0
-		for _, p := range buf {
-			if !before.IsZero() && !p.Time.Before(before) {
-				break
-			}
-			n++
-			if emit(p) {
-				buf = buf[n:]
-				return true
-			}
-		}
-		buf = buf[n:]
-		return false
-	}
+	m := &merger{c: c, emit: emit, stop: c.stop}
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 loop:
 	for {
 		select {
 		case p := <-c.pkts:
-			buf = append(buf, p)
+			m.buf = append(m.buf, p)
 		case now := <-tick.C:
-			if flush(c.horizon(now, o.Window)) {
+			if m.tick(now, o.Window) {
 				break loop
 			}
 		case <-ctx.Done():
-			// What is buffered still goes out, up to the count.
-			for {
-				select {
-				case p := <-c.pkts:
-					buf = append(buf, p)
-					continue
-				default:
-				}
-				break
-			}
-			flush(time.Time{})
+			m.final()
 			break loop
 		}
 	}
@@ -389,6 +363,65 @@ func ReadFile(path string, out io.Writer) (int, error) {
 			fmt.Fprintf(out, "    comment: %s\n", p.Comment)
 		}
 	}
+}
+
+// merger puts the packets of every socket in time order.
+type merger struct {
+	c    *Capture
+	buf  []*Packet
+	emit func(*Packet) bool // true: the count is reached
+	stop func()             // stops the readers (Capture.stop)
+}
+
+// drain moves what the readers have handed over into buf.
+func (m *merger) drain() {
+	for {
+		select {
+		case p := <-m.c.pkts:
+			m.buf = append(m.buf, p)
+		default:
+			return
+		}
+	}
+}
+
+// tick writes what is before the horizon. The marks are read first and the
+// channel drained after: a reader moves its mark only once the packets
+// before it are in the channel, so every packet older than the horizon is
+// in buf when it is sorted (a select that took the tick before a waiting
+// packet wrote a later packet first, seen under emulation).
+func (m *merger) tick(now time.Time, window time.Duration) bool {
+	h := m.c.horizon(now, window)
+	m.drain()
+	return m.flush(h)
+}
+
+// final stops the readers, then writes everything they handed over.
+func (m *merger) final() {
+	if m.stop != nil {
+		m.stop()
+	}
+	m.drain()
+	m.flush(time.Time{})
+}
+
+// flush writes, in time order, the packets older than before (all when it
+// is zero) and reports whether the count was reached.
+func (m *merger) flush(before time.Time) bool {
+	sort.SliceStable(m.buf, func(i, j int) bool { return m.buf[i].Time.Before(m.buf[j].Time) })
+	n := 0
+	for _, p := range m.buf {
+		if !before.IsZero() && !p.Time.Before(before) {
+			break
+		}
+		n++
+		if m.emit(p) {
+			m.buf = m.buf[n:]
+			return true
+		}
+	}
+	m.buf = m.buf[n:]
+	return false
 }
 
 // maxLag bounds how long the merge waits for a socket that lags behind.

@@ -92,6 +92,7 @@ func openSource(ns *netns.NS, iface string, expr filter.Node, snaplen uint32, ri
 		if err != nil {
 			return err
 		}
+		opened := time.Now() // no packet in the ring is older
 		tp, err := afpacket.NewTPacket(afpacket.OptInterface(iface), afpacket.TPacketVersion3,
 			afpacket.OptFrameSize(min(65536, ring.BlockSize)), afpacket.OptBlockSize(ring.BlockSize), afpacket.OptNumBlocks(ring.NumBlocks),
 			afpacket.OptPollTimeout(100*time.Millisecond), afpacket.OptBlockTimeout(blockTimeout))
@@ -107,6 +108,7 @@ func openSource(ns *netns.NS, iface string, expr filter.Node, snaplen uint32, ri
 			name = ns.Name + "/" + iface
 		}
 		s = &source{ifc: &Interface{Name: name, LinkType: lt, Snaplen: snaplen}, tp: tp, vm: vm, mac: link.Attrs().HardwareAddr}
+		s.mark.Store(opened.UnixNano())
 		return nil
 	})
 	return s, err
@@ -114,7 +116,6 @@ func openSource(ns *netns.NS, iface string, expr filter.Node, snaplen uint32, ri
 
 // run reads packets until close, calling fn for those the filter accepts.
 func (s *source) run(fn func(*Packet)) {
-	s.mark.Store(time.Now().UnixNano())
 	for !s.closed.Load() {
 		started := time.Now()
 		data, ci, err := s.tp.ZeroCopyReadPacketData()
@@ -143,10 +144,12 @@ func (s *source) run(fn func(*Packet)) {
 		if n < len(data) {
 			data = data[:n]
 		}
-		s.mark.Store(ci.Timestamp.UnixNano()) // one socket delivers in order
 		p := &Packet{Time: ci.Timestamp, Iface: s.ifc, Data: append([]byte(nil), data...), OrigLen: ci.Length, Dir: s.direction(data)}
 		s.captured.Add(1)
 		fn(p)
+		// One socket delivers in order. The mark moves after the packet
+		// is handed over, never before (see merger.tick).
+		s.mark.Store(ci.Timestamp.UnixNano())
 	}
 }
 
