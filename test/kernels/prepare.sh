@@ -11,7 +11,18 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/kernel.env"
 cache=${NATTRACE_KERNEL_CACHE:-/var/cache/nattrace-kernels}
 dir="$cache/$KERNEL_PKG-$KERNEL_VERSION"
-stamp="$dir/.ready-$(sha256sum "$here/init" "$here/prepare.sh" | sha256sum | cut -c1-16)"
+# The stamp names the contents of init and this script, not their paths: a
+# clone elsewhere reuses the cache.
+stamp="$dir/.ready-$(cat "$here/init" "$here/prepare.sh" | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ]; then
+  echo "$dir"
+  exit 0
+fi
+# go test runs packages in parallel, each through vmexec: one prepares, the
+# others wait for it and find the stamp.
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9
 if [ -f "$stamp" ]; then
   echo "$dir"
   exit 0
