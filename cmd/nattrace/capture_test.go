@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"context"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -21,11 +20,7 @@ import (
 func TestCaptureAcrossNamespaces(t *testing.T) {
 	bin := binary(t)
 	labtest.RequireCommand(t, "tshark")
-	l := labtest.ClientRouterServer(t)
-	load(t, l, "router", iptNFT, dnatRules)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	l.ListenTCP(ctx, "server", ":8080")
+	l := dnatLab(t)
 	file := filepath.Join(t.TempDir(), "nat.pcapng")
 	ready := filepath.Join(t.TempDir(), "ready")
 	cmd := exec.Command(bin, "capture", "--ready-file", ready, "--duration", "2s", "-w", file,
@@ -169,11 +164,7 @@ func TestCaptureBadFilter(t *testing.T) {
 func TestFlowWriteCapture(t *testing.T) {
 	bin := binary(t)
 	labtest.RequireCommand(t, "tshark")
-	l := labtest.ClientRouterServer(t)
-	load(t, l, "router", iptNFT, dnatRules)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	l.ListenTCP(ctx, "server", ":8080")
+	l := dnatLab(t)
 	file := filepath.Join(t.TempDir(), "flow.pcapng")
 	r := labtest.Start(t, bin, t.TempDir(), "flow", "--netns", l.Name("client"), "--netns", l.Name("router"), "--netns", l.Name("server"),
 		"-w", file, "--duration", "2s", "--json", "tcp and dst port 80")

@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -53,6 +54,18 @@ func load(t *testing.T, l *lab.Lab, host string, b backendCase, iptables string)
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// dnatLab is client — router — server with dnatRules on the router
+// (iptables-nft) and a TCP server on :8080 for the test's lifetime.
+func dnatLab(t *testing.T) *lab.Lab {
+	t.Helper()
+	l := labtest.ClientRouterServer(t)
+	load(t, l, "router", iptNFT, dnatRules)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	l.ListenTCP(ctx, "server", ":8080")
+	return l
 }
 
 func findStep(p *event.Packet, table, chain string) (int, *event.Step) {

@@ -306,11 +306,7 @@ func TestNATDNATToLoopback(t *testing.T) {
 // 6. A connection opened before the session: both directions traced with
 // the translation, attributed to the existing conntrack entry.
 func TestNATExistingConnection(t *testing.T) {
-	l := labtest.ClientRouterServer(t)
-	load(t, l, "router", iptNFT, dnatRules)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	l.ListenTCP(ctx, "server", ":8080")
+	l := dnatLab(t)
 	c, err := l.DialTCP("client", routerIn+":80", 3*time.Second)
 	if err != nil {
 		t.Fatal(err)
